@@ -1,0 +1,38 @@
+"""One library logger, routed through tqdm so log lines do not break progress bars."""
+
+from __future__ import annotations
+
+import logging
+
+from tqdm.auto import tqdm
+
+_ROOT = "autopid"
+
+
+class _TqdmHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # pragma: no cover - logging must never raise
+            self.handleError(record)
+
+
+def get_logger(name: str) -> logging.Logger:
+    """Return a logger below the ``autopid`` root logger."""
+    return logging.getLogger(name if name.startswith(_ROOT) else f"{_ROOT}.{name}")
+
+
+def set_verbosity(level: int) -> None:
+    """Set the level of autopid's logging (``logging.INFO`` by default in the CLI)."""
+    root = logging.getLogger(_ROOT)
+    if not any(isinstance(h, _TqdmHandler) for h in root.handlers):
+        handler = _TqdmHandler()
+        handler.setFormatter(logging.Formatter("[autopid] %(message)s"))
+        root.addHandler(handler)
+        root.propagate = False
+    root.setLevel(level)
+
+
+def progress_enabled() -> bool:
+    """Progress bars follow verbosity: hidden with --quiet."""
+    return logging.getLogger(_ROOT).getEffectiveLevel() <= logging.INFO

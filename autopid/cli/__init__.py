@@ -1,0 +1,71 @@
+"""The ``autopid`` command.
+
+Exit codes: 0 success, 2 usage or configuration error, 1 runtime failure. Errors print
+one message; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from autopid import __version__
+from autopid._logging import get_logger, set_verbosity
+from autopid.errors import AutopidError
+
+_log = get_logger(__name__)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(2, f"autopid: error: {message}\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    from autopid.cli import preprocess, simulate
+
+    common = argparse.ArgumentParser(add_help=False)
+    g = common.add_argument_group("output")
+    g.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    g.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only, no progress bars")
+    g.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    parser = _Parser(
+        prog="autopid",
+        description="Automated ML particle identification: simulate, preprocess, train, search, publish. "
+        "Output options (-v, -q, --debug) go after the command.",
+    )
+    parser.add_argument("--version", action="version", version=f"autopid {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for module in (simulate, preprocess):
+        module.register(sub, common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING if args.quiet else (logging.DEBUG if args.verbose else logging.INFO)
+    set_verbosity(level)
+    try:
+        return int(args.func(args) or 0)
+    except AutopidError as exc:
+        if args.debug:
+            raise
+        print(f"autopid: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("autopid: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug or an unexpected failure: still one line unless --debug
+        if args.debug:
+            raise
+        print(f"autopid: error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""FSE+attention: particle identification from the set of measured features.
+
+ALICE, "Machine-learning-based particle identification with missing data",
+EPJ C 84 (2024) 691. A track is the set of its present (feature id, value) pairs, so a
+missing detector contributes nothing and nothing is imputed:
+
+    e_i = Embed([onehot(id_i), value_i])                  # pair embedding
+    h   = TransformerEncoder(e; padding mask)              # no positional encoding
+    a_i = softmax_i(w . h_i) over present pairs            # self-attention pooling
+    z   = Pool(sum_i a_i h_i)
+    p_s = sigmoid(Classifier_s(z))                         # one head per species
+
+Without positions and with padding masked everywhere, the output does not depend on
+the order of the pairs nor on which other tracks share the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from autopid.models._util import MLP
+from autopid.models.grl import DomainHead
+
+
+@dataclass
+class ModelOutput:
+    logits: torch.Tensor  # [B] (one species) or [B, S]
+    features: torch.Tensor  # [B, D]: the pooled vector the heads read
+    domain_logits: torch.Tensor | None = None  # [B] when a domain head is used
+    attention: torch.Tensor | None = None  # [B, tokens]: pooling or fusion weights
+
+
+class FSEAttention(nn.Module):
+    """FSE+attention classifier.
+
+    Args:
+        num_features: number of distinct features (default: ``19``).
+        embed_channels: pair-embedding widths after the input (default: ``(128, 32)``,
+            the paper's 19-128-32).
+        num_heads: attention heads of the encoder (default: ``2``).
+        ff_channels: encoder feed-forward width (default: ``128``).
+        num_layers: encoder layers (default: ``2``).
+        pool_channels: pooling MLP hidden width (default: ``64``; 32-64-32).
+        classifier_channels: classifier hidden width (default: ``64``; 32-64-1).
+        num_outputs: one-vs-all heads, one per species (default: ``1``).
+        dropout: dropout everywhere (default: ``0.1``).
+        act: activation (default: ``"relu"``).
+        domain_head: add a gradient-reversal Data-vs-MC head on the pooled vector
+            (default: ``False``).
+
+    Shapes:
+        feature_ids ``[B, L]`` (long), values ``[B, L]``, padding_mask ``[B, L]``
+        (True = padding) -> logits ``[B]`` or ``[B, num_outputs]``.
+    """
+
+    def __init__(
+        self,
+        num_features: int = 19,
+        embed_channels: Sequence[int] = (128, 32),
+        num_heads: int = 2,
+        ff_channels: int = 128,
+        num_layers: int = 2,
+        pool_channels: int = 64,
+        classifier_channels: int = 64,
+        num_outputs: int = 1,
+        dropout: float = 0.1,
+        act: str = "relu",
+        domain_head: bool = False,
+    ) -> None:
+        super().__init__()
+        self.num_features = num_features
+        self.num_outputs = num_outputs
+        d = embed_channels[-1]
+        self.embed = MLP([num_features + 1, *embed_channels], act=act, dropout=dropout)
+        layer = nn.TransformerEncoderLayer(
+            d_model=d, nhead=num_heads, dim_feedforward=ff_channels, dropout=dropout,
+            activation=act if act in ("relu", "gelu") else "relu", batch_first=True,
+        )
+        # nested tensors change results with the batch's padding: keep the plain path
+        self.encoder = nn.TransformerEncoder(layer, num_layers=num_layers, enable_nested_tensor=False)
+        self.score = nn.Linear(d, 1)
+        self.pool = MLP([d, pool_channels, d], act=act, dropout=dropout)
+        self.heads = nn.ModuleList(
+            [MLP([d, classifier_channels, 1], act=act, dropout=dropout) for _ in range(num_outputs)]
+        )
+        self.domain = DomainHead(d, classifier_channels, dropout) if domain_head else None
+        self.out_channels = d
+
+    def forward(
+        self,
+        feature_ids: torch.Tensor,
+        values: torch.Tensor,
+        padding_mask: torch.Tensor,
+        grl_lambda: float = 0.0,
+    ) -> ModelOutput:
+        onehot = nn.functional.one_hot(feature_ids, self.num_features).to(values.dtype)
+        e = self.embed(torch.cat([onehot, values.unsqueeze(-1)], dim=-1))
+        h = self.encoder(e, src_key_padding_mask=padding_mask)
+        s = self.score(h).squeeze(-1).masked_fill(padding_mask, float("-inf"))
+        a = torch.softmax(s, dim=-1)
+        z = self.pool(torch.einsum("bl,bld->bd", a, h))
+        logits = torch.cat([head(z) for head in self.heads], dim=-1)
+        if self.num_outputs == 1:
+            logits = logits.squeeze(-1)
+        dom = self.domain(z, grl_lambda) if self.domain is not None else None
+        return ModelOutput(logits=logits, features=z, domain_logits=dom, attention=a)

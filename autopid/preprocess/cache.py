@@ -1,0 +1,87 @@
+"""The preprocessing cache: keyed by input content and configuration, published atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from autopid.provenance import atomic_write_text, sha256_file
+
+CACHE_FORMAT = 1
+MANIFEST = "manifest.json"
+
+
+def default_cache_root() -> Path:
+    """``$AUTOPID_CACHE_DIR``, else ``$XDG_CACHE_HOME/autopid``, else ``~/.cache/autopid``."""
+    env = os.environ.get("AUTOPID_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "autopid"
+
+
+def file_hashes(paths: Iterable[Path], root: Path) -> dict[str, str]:
+    """sha256 of each file, remembered by (size, mtime) so a cache hit does not re-read them."""
+    memo_path = root / "file-hashes.json"
+    try:
+        memo: dict[str, list[Any]] = json.loads(memo_path.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    out: dict[str, str] = {}
+    changed = False
+    for path in paths:
+        key = str(path.resolve())
+        st = path.stat()
+        hit = memo.get(key)
+        if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
+            out[str(path)] = hit[2]
+            continue
+        digest = sha256_file(path)
+        memo[key] = [st.st_size, st.st_mtime_ns, digest]
+        out[str(path)] = digest
+        changed = True
+    if changed:
+        atomic_write_text(memo_path, json.dumps(memo))
+    return out
+
+
+def cache_key(config_json: str, input_hashes: Iterable[tuple[str, str, str]]) -> str:
+    """Key from the config and (domain, tree, sha256) of the inputs, not their paths."""
+    h = hashlib.sha256()
+    h.update(f"autopid-preprocess-v{CACHE_FORMAT}\n".encode())
+    h.update(config_json.encode())
+    for item in sorted(input_hashes):
+        h.update("\n".join(item).encode())
+    return h.hexdigest()
+
+
+def staging_dir(root: Path, key: str) -> Path:
+    """A private directory to build an entry in; invisible to readers (leading dot)."""
+    path = root / f".staging-{key[:16]}-{uuid.uuid4().hex[:8]}"
+    path.mkdir(parents=True)
+    return path
+
+
+def publish(staging: Path, final: Path) -> Path:
+    """Move a finished entry into place; if another process won the race, keep theirs."""
+    try:
+        os.rename(staging, final)
+    except OSError:
+        if (final / MANIFEST).is_file():
+            shutil.rmtree(staging, ignore_errors=True)
+        else:
+            raise
+    return final
+
+
+def read_manifest(entry: Path) -> dict[str, Any] | None:
+    path = entry / MANIFEST
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))

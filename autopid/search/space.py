@@ -1,0 +1,169 @@
+"""Search spaces in YAML: distributions, fixed values, and what they apply to.
+
+A parameter's key is the dotted path of the training-config field it sets, e.g.
+``model.params.gnn_hidden``, ``training.lambda_max`` or ``training.background_mix.sulfur``.
+The space is validated before Ray starts: every key must name a real field.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, model_validator
+
+from autopid.config._loader import StrictModel, load_yaml_config
+from autopid.errors import ConfigError
+from autopid.train.config import TrainConfig
+
+
+class Uniform(StrictModel):
+    type: Literal["uniform"]
+    low: float
+    high: float
+
+    @model_validator(mode="after")
+    def _order(self) -> Uniform:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) > high ({self.high})")
+        return self
+
+
+class LogUniform(StrictModel):
+    type: Literal["loguniform"]
+    low: float = Field(gt=0)
+    high: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _order(self) -> LogUniform:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) > high ({self.high})")
+        return self
+
+
+class IntRange(StrictModel):
+    type: Literal["int"]
+    low: int
+    high: int
+    step: int = Field(default=1, ge=1)
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _order(self) -> IntRange:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) > high ({self.high})")
+        return self
+
+
+class Choice(StrictModel):
+    type: Literal["categorical"]
+    choices: list[Any] = Field(min_length=1)
+
+
+Distribution = Annotated[Uniform | LogUniform | IntRange | Choice, Field(discriminator="type")]
+
+
+class Study(StrictModel):
+    species: str
+    period: str = Field(default="*", description="run period; replaces {period} in the dataset's file patterns")
+
+
+class DemoData(StrictModel):
+    """Simulated data written on first use when the dataset's files do not exist yet."""
+
+    experiment: Literal["alice", "ams"]
+    out: str
+    periods: list[str] = Field(min_length=1)
+    runs: int = Field(default=2, ge=1)
+    events_per_run: int = Field(default=5000, ge=100)
+    seed: int = 0
+
+
+class Budget(StrictModel):
+    num_samples: int = Field(default=8, ge=1, description="trials per study")
+    max_concurrent: int | None = Field(default=None, ge=1, description="default: what the cluster's CPUs allow")
+    time_budget_s: float | None = Field(default=None, gt=0)
+    studies_concurrently: bool = Field(default=False, description="run the studies of the space at the same time")
+
+
+class Asha(StrictModel):
+    grace_period: int = Field(default=1, ge=1, description="epochs before a trial may be stopped")
+    reduction_factor: float = Field(default=2.0, gt=1)
+
+
+class Objective(StrictModel):
+    metric: Literal["objective", "val_auc", "val_f1"] = "objective"
+    mode: Literal["max", "min"] = "max"
+    domain_penalty: float = Field(default=1.0, ge=0, description="objective = val_auc - penalty*|domain_acc - 0.5|")
+
+
+class SearchSpace(StrictModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    base: dict[str, Any] = Field(description="a training config (dataset, model, training, scaling) the trials start from")
+    studies: list[Study] = Field(min_length=1)
+    params: dict[str, Distribution] = Field(min_length=1)
+    budget: Budget = Field(default_factory=Budget)
+    scheduler: Asha = Field(default_factory=Asha)
+    objective: Objective = Field(default_factory=Objective)
+    seed: int = 0
+    demo_data: DemoData | None = None
+
+    def train_config(self, study: Study, values: dict[str, Any]) -> TrainConfig:
+        """The training config of one trial: base, then the study, then the sampled values."""
+        cfg = copy.deepcopy(self.base)
+        cfg["species"] = study.species
+        for key, value in values.items():
+            _set(cfg, key, value)
+        return TrainConfig.model_validate(cfg)
+
+
+def _set(cfg: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = cfg
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        node = child
+    node[parts[-1]] = value
+
+
+def _example(dist: Distribution) -> Any:
+    if isinstance(dist, Choice):
+        return dist.choices[0]
+    return dist.low
+
+
+_MODEL_PARAMS = {
+    "fse": ("embed_channels", "num_heads", "ff_channels", "num_layers", "pool_channels",
+            "classifier_channels", "dropout", "act"),
+    "mda": ("branches", "token_channels", "gnn_hidden", "gnn_layers", "cnn_channels", "cnn_layers",
+            "mlp_hidden", "mlp_layers", "fusion_heads", "classifier_channels", "dropout", "act"),
+}
+
+
+def load_search_space(path: str | Path) -> SearchSpace:
+    """Load and check a space: every parameter must set a real field of the training config."""
+    space = load_yaml_config(path, SearchSpace)
+    family = space.base.get("model", {}).get("family")
+    for key, dist in space.params.items():
+        where = f"{path}: params.{key}"
+        if key.startswith("model.params."):
+            name = key.split(".", 2)[2]
+            if family in _MODEL_PARAMS and name not in _MODEL_PARAMS[family]:
+                raise ConfigError(f"{where}: unknown {family} model parameter {name!r}; "
+                                  f"expected one of: {', '.join(_MODEL_PARAMS[family])}")
+        elif key.startswith("training.background_mix."):
+            pass  # species names are checked against the dataset when the search starts
+        try:
+            space.train_config(space.studies[0], {key: _example(dist)})
+        except Exception as exc:  # pydantic reports the bad field
+            msg = str(exc).splitlines()
+            raise ConfigError(f"{where}: does not fit the training config ({' '.join(m.strip() for m in msg[:3])})") from exc
+    try:
+        space.train_config(space.studies[0], {})
+    except Exception as exc:
+        raise ConfigError(f"{path}: base: not a valid training config: {exc}") from exc
+    return space

@@ -1,0 +1,57 @@
+"""The training configuration: one model, one species, one run directory."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from autopid.config._loader import StrictModel
+
+
+class ModelSpec(StrictModel):
+    family: Literal["fse", "mda"]
+    params: dict[str, Any] = Field(default_factory=dict, description="constructor arguments of the model")
+
+
+class TrainingSpec(StrictModel):
+    epochs: int = Field(default=10, ge=1)
+    batch_size: int = Field(default=64, ge=1)
+    lr: float = Field(default=5e-4, gt=0)
+    lr_decay: float = Field(default=0.98, gt=0, le=1, description="exponential decay per epoch")
+    weight_decay: float = Field(default=0.0, ge=0)
+    lambda_max: float = Field(default=0.0, ge=0, description="DANN strength; 0 switches adaptation off")
+    label_shift_weighting: bool = Field(
+        default=False,
+        description="weight the domain loss of MC events by estimated Data/MC class ratios "
+        "(arXiv:2003.04475); use when MC and Data species mixes differ a lot",
+    )
+    signal_fraction: float | None = Field(default=None, gt=0, lt=1, description="None: natural composition")
+    background_mix: dict[str, float] | None = None
+    max_train_rows: int | None = Field(default=None, ge=1)
+    max_eval_rows: int | None = Field(default=None, ge=1)
+    early_stopping_patience: int | None = Field(default=5, ge=1)
+    seed: int = 0
+    threads: int | None = Field(default=None, ge=1, description="torch threads per worker (default: the worker's CPUs)")
+
+
+class ScalingSpec(StrictModel):
+    num_workers: int = Field(default=1, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(default=1.0, gt=0)
+    gpus_per_worker: float = Field(default=1.0, ge=0)
+
+
+class TrainConfig(StrictModel):
+    dataset: str = Field(description="dataset YAML path or built-in name (alice, ams)")
+    species: str = Field(description="the signal species (one-vs-all)")
+    model: ModelSpec
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    scaling: ScalingSpec = Field(default_factory=ScalingSpec)
+    cache_dir: str | None = None
+
+    @model_validator(mode="after")
+    def _domain_head(self) -> TrainConfig:
+        if self.training.label_shift_weighting and self.training.lambda_max == 0:
+            raise ValueError("training.label_shift_weighting needs training.lambda_max > 0")
+        return self

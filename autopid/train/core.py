@@ -1,0 +1,213 @@
+"""The training loop, shared by a plain process and by Ray Train workers."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from autopid.data import FSEDataset, MDADataset, PreprocessedDataset, fse_dataloader, mda_dataloader
+from autopid.data.dataset import sample_data, sample_mc
+from autopid.metrics import best_f1_threshold, domain_classifier_accuracy, efficiency_purity_f1, roc_auc
+from autopid.models import FSEAttention, MDA
+from autopid.models.fse import ModelOutput
+from autopid.models.grl import dann_lambda
+from autopid.train.config import TrainingSpec
+
+
+def mda_input_columns(ds: PreprocessedDataset) -> list[str]:
+    """The raw columns the MDA reads (for the baselines that should see the same inputs)."""
+    layout = ds.manifest["mda"]
+    cols: list[str] = []
+    for role, axis in (("charge", 1), ("position", 1), ("clusters", 0)):
+        branch, layers = layout[role]["branch"], set(layout[role]["layers"])
+        shape = ds.feature_shape(branch)
+        for col, idx in zip(ds.feature_columns(branch), np.ndindex(*shape)):
+            if idx[axis] + 1 in layers:
+                cols.append(col)
+    for branch in (*layout["rigidity"], *layout["tof"]):
+        cols += ds.feature_columns(branch)
+    return cols
+
+
+def fse_columns(ds: PreprocessedDataset) -> list[str]:
+    return ds.columns
+
+
+def build_model(family: str, ds: PreprocessedDataset, params: dict[str, Any], *, domain_head: bool) -> nn.Module:
+    if family == "fse":
+        return FSEAttention(num_features=len(fse_columns(ds)), domain_head=domain_head, **params)
+    layout = ds.manifest["mda"]
+    n_rig = 2 * sum(len(ds.feature_columns(b)) for b in layout["rigidity"])
+    n_tof = 2 * sum(len(ds.feature_columns(b)) for b in layout["tof"])
+    image = (len(layout["clusters"]["layers"]), ds.feature_shape(layout["clusters"]["branch"])[-1])
+    return MDA(rigidity_channels=n_rig, tof_channels=n_tof, image_shape=image, domain_head=domain_head, **params)
+
+
+@dataclass
+class Frames:
+    train: pd.DataFrame
+    validation: pd.DataFrame
+    validation_data: pd.DataFrame
+
+
+def load_frames(ds: PreprocessedDataset, species: str, t: TrainingSpec, *, with_data: bool) -> Frames:
+    mix = dict(signal_fraction=t.signal_fraction, background_mix=t.background_mix)
+    train = sample_mc(ds, "train", species, max_rows=t.max_train_rows, seed=t.seed, **mix)
+    if with_data:
+        data = sample_data(ds, "train", max_rows=len(train), seed=t.seed)
+        train = pd.concat([train, data], ignore_index=True)
+    val = sample_mc(ds, "validation", species, max_rows=t.max_eval_rows, seed=t.seed + 1, **mix)
+    val_data = sample_data(ds, "validation", max_rows=t.max_eval_rows or len(val), seed=t.seed + 1)
+    return Frames(train, val, val_data)
+
+
+def make_dataset(family: str, frame: pd.DataFrame, ds: PreprocessedDataset) -> FSEDataset | MDADataset:
+    return FSEDataset(frame, ds.normaliser, fse_columns(ds)) if family == "fse" else MDADataset(frame, ds)
+
+
+def make_loader(family: str, dataset: Any, batch_size: int, shuffle: bool, seed: int = 0) -> Iterable[Any]:
+    if family == "fse":
+        return fse_dataloader(dataset, batch_size=batch_size, shuffle=shuffle, seed=seed)
+    return mda_dataloader(dataset, batch_size=batch_size, shuffle=shuffle, seed=seed)
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, dict):
+        return {k: v.to(device) for k, v in batch.items()}
+    return batch.to(device)
+
+
+def forward(model: nn.Module, family: str, batch: Any, grl_lambda: float = 0.0) -> ModelOutput:
+    if family == "fse":
+        return model(batch["feature_ids"], batch["values"], batch["padding_mask"], grl_lambda=grl_lambda)
+    return model(batch, grl_lambda=grl_lambda)
+
+
+def _get(batch: Any, key: str) -> torch.Tensor:
+    return batch[key] if isinstance(batch, dict) else getattr(batch, key)
+
+
+def estimate_label_weights(y_val: np.ndarray, pred_val: np.ndarray, pred_data: np.ndarray,
+                           threshold: float = 0.5) -> np.ndarray:
+    """Data/MC class-ratio weights ``w_y = p_Data(y) / p_MC(y)`` by black-box shift
+    estimation (Lipton et al. 2018, as used in arXiv:2003.04475): solve ``C w = mu`` with
+    ``C[i, j] = P_MC(pred = i, y = j)`` and ``mu[i] = P_Data(pred = i)``."""
+    yv = np.asarray(y_val).astype(int)
+    pv = (np.asarray(pred_val) >= threshold).astype(int)
+    pd_ = (np.asarray(pred_data) >= threshold).astype(int)
+    conf = np.zeros((2, 2))
+    np.add.at(conf, (pv, yv), 1.0)
+    conf /= max(len(yv), 1)
+    mu = np.bincount(pd_, minlength=2) / max(len(pd_), 1)
+    try:
+        w = np.linalg.solve(conf, mu)
+    except np.linalg.LinAlgError:
+        return np.ones(2)
+    return np.clip(w, 0.05, 20.0)
+
+
+def train_epoch(
+    model: nn.Module,
+    family: str,
+    loader: Iterable[Any],
+    optimizer: torch.optim.Optimizer,
+    *,
+    epoch: int,
+    epochs: int,
+    steps_per_epoch: int,
+    lambda_max: float,
+    label_weights: np.ndarray | None = None,
+    device: torch.device | None = None,
+) -> dict[str, float]:
+    """One pass over ``loader``; returns mean losses, the last lambda and the events seen."""
+    device = device or torch.device("cpu")
+    model.train()
+    bce = nn.functional.binary_cross_entropy_with_logits
+    totals = {"loss": 0.0, "loss_class": 0.0, "loss_domain": 0.0}
+    seen, steps, lam = 0, 0, 0.0
+    w_t = torch.as_tensor(label_weights, dtype=torch.float32, device=device) if label_weights is not None else None
+    for step, batch in enumerate(loader):
+        batch = to_device(batch, device)
+        lam = dann_lambda((epoch + step / max(steps_per_epoch, 1)) / epochs, lambda_max)
+        out = forward(model, family, batch, lam)
+        y, has, dom = _get(batch, "y"), _get(batch, "has_label"), _get(batch, "domain")
+        loss_cls = bce(out.logits[has], y[has]) if has.any() else out.logits.sum() * 0.0
+        loss = loss_cls
+        loss_dom = torch.zeros((), device=device)
+        if lambda_max > 0 and out.domain_logits is not None:
+            weight = torch.ones_like(dom)
+            if w_t is not None:
+                weight = torch.where(has, w_t[y.long()], weight)
+            loss_dom = bce(out.domain_logits, dom, weight=weight)
+            loss = loss + loss_dom
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        totals["loss"] += loss.item()
+        totals["loss_class"] += loss_cls.item()
+        totals["loss_domain"] += loss_dom.item()
+        seen += int(y.shape[0])
+        steps += 1
+    out_ = {k: v / max(steps, 1) for k, v in totals.items()}
+    out_.update(lambda_=lam, events=float(seen))
+    return out_
+
+
+@torch.no_grad()
+def predict(model: nn.Module, family: str, loader: Iterable[Any], device: torch.device | None = None
+            ) -> dict[str, np.ndarray]:
+    """Probabilities, pooled features and attention weights, in loader order."""
+    device = device or torch.device("cpu")
+    model.eval()
+    scores, feats, att = [], [], []
+    for batch in loader:
+        out = forward(model, family, to_device(batch, device))
+        scores.append(torch.sigmoid(out.logits).cpu())
+        feats.append(out.features.cpu())
+        if family == "mda" and out.attention is not None:
+            att.append(out.attention.cpu())
+    res = {"score": torch.cat(scores).numpy(), "features": torch.cat(feats).numpy()}
+    if att:
+        res["attention"] = torch.cat(att).numpy()
+    return res
+
+
+def predict_frame(model: nn.Module, family: str, frame: pd.DataFrame, ds: PreprocessedDataset,
+                  batch_size: int = 512) -> dict[str, np.ndarray]:
+    dataset = make_dataset(family, frame, ds)
+    return predict(model, family, make_loader(family, dataset, batch_size, shuffle=False))
+
+
+def validation_metrics(model: nn.Module, family: str, frames: Frames, ds: PreprocessedDataset,
+                       seed: int = 0) -> dict[str, float]:
+    """Validation metrics that never read hidden truth: MC AUC and F1, and how well a
+    small classifier tells Data from MC on the model's features."""
+    mc = predict_frame(model, family, frames.validation, ds)
+    y = frames.validation["y"].to_numpy()
+    cut = best_f1_threshold(y, mc["score"])
+    out = {"val_auc": roc_auc(y, mc["score"]), "val_f1": efficiency_purity_f1(y, mc["score"], cut)["f1"],
+           "threshold": cut}
+    if len(frames.validation_data):
+        data = predict_frame(model, family, frames.validation_data, ds)
+        out["domain_accuracy"] = domain_classifier_accuracy(mc["features"], data["features"], seed=seed)
+    else:
+        out["domain_accuracy"] = float("nan")
+    return out
+
+
+def objective(metrics: dict[str, float], domain_penalty: float = 1.0) -> float:
+    """Validation AUC on MC minus ``domain_penalty * |domain accuracy - 0.5|``."""
+    acc = metrics.get("domain_accuracy", float("nan"))
+    pen = 0.0 if math.isnan(acc) else domain_penalty * abs(acc - 0.5)
+    return metrics["val_auc"] - pen
+
+
+def batches_per_epoch(n: int, batch_size: int) -> int:
+    return max(1, math.ceil(n / batch_size))

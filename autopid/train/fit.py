@@ -1,0 +1,110 @@
+"""Fit one model: the epoch loop with evaluation, early stopping and resumable state.
+
+The same function runs in a plain process (rank 0 of 1) and in each Ray Train worker,
+where the caller passes the worker's rank and a ``wrap`` that prepares the model for
+data-parallel training.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from autopid.data import PreprocessedDataset
+from autopid.train import core
+from autopid.train.config import TrainConfig
+
+
+@dataclass
+class FitState:
+    """Everything needed to resume: saved in each epoch's checkpoint."""
+
+    epoch: int = 0  # epochs done
+    best_objective: float = -float("inf")
+    best_epoch: int = -1
+    epochs_without_improvement: int = 0
+    label_weights: list[float] | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+EpochHook = Callable[[dict[str, float], nn.Module, torch.optim.Optimizer, Any, FitState, bool], None]
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def fit(
+    cfg: TrainConfig,
+    ds: PreprocessedDataset,
+    *,
+    on_epoch_end: EpochHook | None = None,
+    resume: dict[str, Any] | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    wrap: Callable[[nn.Module], nn.Module] | None = None,
+    device: torch.device | None = None,
+    domain_penalty: float = 1.0,
+) -> tuple[nn.Module, FitState]:
+    """Train ``cfg`` on ``ds``; ``on_epoch_end(metrics, model, opt, sched, state, improved)``
+    runs after each epoch (checkpointing, reporting). ``resume`` is a checkpoint dict with
+    ``model``, ``optimizer``, ``scheduler`` and ``state``."""
+    t = cfg.training
+    device = device or torch.device("cpu")
+    torch.manual_seed(t.seed)
+    np.random.seed(t.seed)
+    family = cfg.model.family
+    adapt = t.lambda_max > 0
+    frames = core.load_frames(ds, cfg.species, t, with_data=adapt)
+    train_frame = frames.train.iloc[rank::world_size].reset_index(drop=True)
+    model = core.build_model(family, ds, cfg.model.params, domain_head=adapt).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=t.lr_decay)
+    state = FitState()
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        opt.load_state_dict(resume["optimizer"])
+        sched.load_state_dict(resume["scheduler"])
+        state = FitState(**resume["state"])
+    if wrap is not None:
+        model = wrap(model)
+    dataset = core.make_dataset(family, train_frame, ds)
+    steps = core.batches_per_epoch(len(dataset), t.batch_size)
+    while state.epoch < t.epochs:
+        epoch = state.epoch
+        loader = core.make_loader(family, dataset, t.batch_size, shuffle=True, seed=t.seed * 1000 + epoch)
+        t0 = time.perf_counter()
+        weights = np.asarray(state.label_weights) if state.label_weights is not None else None
+        stats = core.train_epoch(model, family, loader, opt, epoch=epoch, epochs=t.epochs,
+                                 steps_per_epoch=steps, lambda_max=t.lambda_max, label_weights=weights,
+                                 device=device)
+        train_seconds = time.perf_counter() - t0
+        sched.step()
+        metrics = core.validation_metrics(_unwrap(model), family, frames, ds, seed=t.seed)
+        metrics.update(stats, epoch=float(epoch + 1), train_seconds=train_seconds,
+                       events_per_second=stats["events"] / max(train_seconds, 1e-9))
+        metrics["objective"] = core.objective(metrics, domain_penalty if adapt else 0.0)
+        if adapt and t.label_shift_weighting:
+            val = core.predict_frame(_unwrap(model), family, frames.validation, ds)
+            dat = core.predict_frame(_unwrap(model), family, frames.validation_data, ds)
+            state.label_weights = core.estimate_label_weights(
+                frames.validation["y"].to_numpy(), val["score"], dat["score"]).tolist()
+        improved = metrics["objective"] > state.best_objective
+        if improved:
+            state.best_objective, state.best_epoch = metrics["objective"], epoch + 1
+            state.epochs_without_improvement = 0
+        else:
+            state.epochs_without_improvement += 1
+        state.epoch = epoch + 1
+        state.history.append(metrics)
+        if on_epoch_end is not None:
+            on_epoch_end(metrics, model, opt, sched, state, improved)
+        if t.early_stopping_patience is not None and state.epochs_without_improvement >= t.early_stopping_patience:
+            break
+    return _unwrap(model), state

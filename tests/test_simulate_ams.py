@@ -1,0 +1,429 @@
+"""AMS-like simulator: real ROOT files, read back with uproot and checked like a physicist.
+
+The numbers tested are those of the AMS table in physics.md, as configured by default in
+``AmsSimConfig``; the Data period drift is on (it does not touch what is tested tightly).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import uproot
+
+from autopid.config._loader import dump_yaml, validate_config
+from autopid.errors import ConfigError
+from autopid.physics.ams import (
+    NUCLEI,
+    beta_from_rigidity,
+    interaction_length,
+    interaction_probability,
+    inverse_rigidity_sigma,
+    layer_charge_sigma,
+)
+from autopid.simulate._common import read_period_manifest, simulate_period
+from autopid.simulate.ams import (
+    AMS,
+    FRAG_L1_L2,
+    FRAG_NONE,
+    MISSING,
+    AmsSimConfig,
+    generate_ams,
+    resolve_calibration,
+    truncated_mean,
+)
+
+Arrays = dict[str, np.ndarray]
+
+CFG = AmsSimConfig()
+EVENTS = 20_000
+TRUTH = ("Z", "Z_l1", "Z_inner", "frag")
+RECO = {
+    "trk_charge": ((2, 9, 2), np.float32), "trk_pos": ((2, 9, 2), np.float32),
+    "trk_nclusters": ((9, 2), np.int32), "rig_inner": ((), np.float32),
+    "rig_inner_l1": ((), np.float32), "tof_beta": ((), np.float32),
+    "tof_charge_upper": ((), np.float32), "tof_charge_lower": ((), np.float32),
+    "tof_charge_p1": ((), np.float32), "tof_charge_p2": ((), np.float32),
+    "tof_ontime_p1": ((), np.int32), "tof_ontime_p2": ((), np.int32),
+    "tof_nused": ((), np.int32), "trk_charge_l1": ((), np.float32),
+    "trk_charge_inner": ((), np.float32),
+}
+
+
+def read_run(path: Path) -> Arrays:
+    with uproot.open(path) as fh:
+        return fh[AMS.tree].arrays(library="np")
+
+
+def read_domain(period_dir: Path, domain: str) -> Arrays:
+    """All runs of one domain, concatenated."""
+    parts = [read_run(p) for p in sorted((period_dir / domain).glob("run*.root"))]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def truth(a: Arrays, name: str) -> np.ndarray:
+    return a["mc_" + name] if "mc_" + name in a else a["hidden_" + name]
+
+
+def robust_sigma(x: np.ndarray) -> float:
+    q25, q75 = np.percentile(x, [25, 75])
+    return float((q75 - q25) / 1.349)
+
+
+def binomial_tol(p: float, n: int, k: float = 4.0) -> float:
+    return k * np.sqrt(p * (1 - p) / n)
+
+
+def gain_profile(a: Arrays) -> np.ndarray:
+    """Mean measured/true charge of the main track per layer and side, unfragmented events."""
+    keep = truth(a, "frag") == FRAG_NONE
+    q = a["trk_charge"][keep, 0].astype(np.float64)
+    ratio = q / truth(a, "Z")[keep, None, None]
+    hit = q != MISSING
+    return np.where(hit, ratio, 0.0).sum(axis=0) / hit.sum(axis=0)
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("ams")
+
+
+@pytest.fixture(scope="module")
+def period(out: Path) -> Path:
+    return simulate_period(AMS, CFG, out, "P2026a", runs=2, events_per_run=EVENTS, seed=1)
+
+
+@pytest.fixture(scope="module")
+def mc(period: Path) -> Arrays:
+    return read_domain(period, "mc")
+
+
+@pytest.fixture(scope="module")
+def data(period: Path) -> Arrays:
+    return read_domain(period, "data")
+
+
+@pytest.fixture(scope="module", params=["mc", "data"])
+def domain(request: pytest.FixtureRequest, mc: Arrays, data: Arrays) -> tuple[str, Arrays]:
+    return request.param, mc if request.param == "mc" else data
+
+
+# --------------------------------------------------------------------------- layout
+
+
+def test_period_files_branches_and_truth(period: Path, mc: Arrays, data: Arrays) -> None:
+    manifest = read_period_manifest(period)
+    assert manifest is not None and manifest["tree"] == "amstree"
+    assert len(manifest["files"]) == 4
+    runs = np.unique(mc["run"])
+    assert runs.size == 2 and runs[0] > 1_600_000_000
+    for arrays in (mc, data):
+        for name, (shape, dtype) in RECO.items():
+            assert arrays[name].shape == (2 * EVENTS, *shape), name
+            assert arrays[name].dtype == dtype, name
+    # truth: visible in MC, hidden (evaluation only) in Data
+    assert {"mc_" + t for t in TRUTH} <= set(mc)
+    assert not any(k.startswith("hidden_") for k in mc)
+    assert {"hidden_" + t for t in TRUTH} <= set(data)
+    assert not any(k.startswith("mc_") for k in data)
+    assert mc["mc_Z"].dtype == np.int32 and mc["mc_frag"].dtype == np.int8
+    assert set(np.unique(mc["mc_frag"])) == {0, 1, 2, 3}
+
+
+def test_missing_values_are_the_sentinel(domain: tuple[str, Arrays]) -> None:
+    _, a = domain
+    for name, value in a.items():
+        if value.dtype.kind == "f":
+            assert np.isfinite(value).all(), name
+    charge, pos = a["trk_charge"], a["trk_pos"]
+    assert np.array_equal(charge == MISSING, pos == MISSING)
+    assert np.all(np.abs(pos[pos != MISSING]) < 70.0)
+    assert np.all(charge[charge != MISSING] > -3.0)
+    # most events have no second track; the unfragmented ones mostly never
+    second = (charge[:, 1] != MISSING).any(axis=(1, 2))
+    unfragmented = truth(a, "frag") == FRAG_NONE
+    assert 0.002 < second[unfragmented].mean() < 0.04
+    # the inner+L1 fit needs the bending-side L1 hit
+    assert np.array_equal(a["rig_inner_l1"] == MISSING, charge[:, 0, 0, 1] == MISSING)
+    assert not (a["rig_inner"] == MISSING).any() and not (a["trk_charge_inner"] == MISSING).any()
+    l1_absent = (charge[:, 0, 0] == MISSING).all(axis=1)
+    assert np.array_equal(a["trk_charge_l1"] == MISSING, l1_absent)
+
+
+# --------------------------------------------------------------------------- tracker charge
+
+
+def test_layer_charge_resolution_at_phosphorus(mc: Arrays) -> None:
+    sel = (mc["mc_Z"] == 15) & (mc["mc_frag"] == FRAG_NONE)
+    q = mc["trk_charge"][sel, 0]
+    expected = layer_charge_sigma(15)
+    assert expected == pytest.approx(0.27, abs=0.005)
+    sigma = np.empty((9, 2))
+    for layer in range(9):
+        for side in range(2):
+            x = q[:, layer, side]
+            x = x[x != MISSING]
+            assert np.median(x) == pytest.approx(15.0, abs=0.05)
+            sigma[layer, side] = robust_sigma(x)
+    # the 3% high tail widens the core a little
+    assert sigma[1:] == pytest.approx(np.full((8, 2), expected), rel=0.07)
+    assert sigma[0].mean() / sigma[1:].mean() == pytest.approx(1.2, abs=0.07)
+
+
+def test_l1_charge_above_inner_charge_after_l1_l2_fragmentation(mc: Arrays) -> None:
+    l1, inner = mc["trk_charge_l1"], mc["trk_charge_inner"]
+    has = l1 != MISSING
+    frag = mc["mc_frag"]
+    z, z_l1, z_inner = mc["mc_Z"], mc["mc_Z_l1"], mc["mc_Z_inner"]
+    f2 = has & (frag == FRAG_L1_L2)
+    assert np.array_equal(z_l1[frag == FRAG_L1_L2], z[frag == FRAG_L1_L2])
+    assert np.all(z_inner[frag == FRAG_L1_L2] < z[frag == FRAG_L1_L2])
+    diff = (l1 - inner)[f2]
+    assert np.mean(diff > 0.5) > 0.95
+    assert diff.mean() == pytest.approx((z_l1 - z_inner)[f2].mean(), abs=0.05)
+    # unfragmented: the same charge within the resolution of L1 and of the inner mean
+    f0 = has & (frag == FRAG_NONE)
+    diff0 = (l1 - inner)[f0]
+    assert abs(np.median(diff0)) < 0.03
+    assert robust_sigma(diff0) < 1.2 * layer_charge_sigma(17) / np.sqrt(2) + 0.05
+    assert np.median(np.abs(inner[f0] - z[f0])) < 0.1
+    # above L1 the fragment is all a tracker sees: irreducible
+    f1 = frag == 1
+    assert np.all(z_l1[f1] < z[f1]) and np.array_equal(z_l1[f1], z_inner[f1])
+
+
+def test_fragment_charge_changes(mc: Arrays) -> None:
+    f2 = mc["mc_frag"] == FRAG_L1_L2
+    dz = (mc["mc_Z"] - mc["mc_Z_inner"])[f2]
+    n = dz.size
+    assert np.mean(dz == 1) == pytest.approx(0.25, abs=binomial_tol(0.25, n))
+    assert np.mean(dz == 2) == pytest.approx(0.15, abs=binomial_tol(0.15, n))
+    assert dz.min() >= 1 and dz.max() <= 8
+
+
+# --------------------------------------------------------------------------- interactions
+
+
+@pytest.mark.parametrize("name", ["mc", "data"])
+def test_sulfur_fragments_between_l1_and_l2_as_1_minus_exp(
+    name: str, mc: Arrays, data: Arrays
+) -> None:
+    a = mc if name == "mc" else data
+    dom = CFG.mc if name == "mc" else CFG.data
+    z_s, a_s = NUCLEI["sulfur"]
+    sulfur = truth(a, "Z") == z_s
+    lam = interaction_length(a_s) / dom.cross_section_scale
+    p = (1 - dom.above_l1_prob) * interaction_probability(5.0, lam)
+    assert interaction_length(32) == pytest.approx(20.3, abs=0.1)
+    got = np.mean(truth(a, "frag")[sulfur] == FRAG_L1_L2)
+    assert got == pytest.approx(p, abs=binomial_tol(p, int(sulfur.sum())))
+    above = np.mean(truth(a, "frag") == 1)
+    assert above == pytest.approx(dom.above_l1_prob, abs=binomial_tol(dom.above_l1_prob, a["run"].size))
+
+
+def test_extra_clusters_in_l2_to_l4_after_fragmentation(mc: Arrays, data: Arrays) -> None:
+    ncl, frag = mc["trk_nclusters"], mc["mc_frag"]
+    f0 = ncl[frag == FRAG_NONE].mean(axis=(0, 2))
+    f2 = ncl[frag == FRAG_L1_L2].mean(axis=(0, 2))
+    excess = f2 - f0
+    assert abs(excess[0]) < 0.05  # L1 sits before the interaction
+    # debris + the other fragment: 1.5-3 extra clusters in L2, fading with depth
+    assert excess[1] > 2.0 and excess[1] > excess[2] > excess[3] > excess[4]
+    assert excess[4] == pytest.approx(excess[7], abs=0.1)  # only the second track remains
+    # noise clusters: Poisson 0.1 (MC) and 0.2 (Data) on top of the hit
+    for a, noise in ((mc, 0.1), (data, 0.2)):
+        keep = truth(a, "frag") == FRAG_NONE
+        lone = (a["trk_charge"][keep, 1] == MISSING) & (a["trk_charge"][keep, 0] != MISSING)
+        assert np.mean(a["trk_nclusters"][keep][lone]) == pytest.approx(1 + noise, abs=0.01)
+
+
+def test_second_track_is_the_other_fragment(mc: Arrays) -> None:
+    f2 = mc["mc_frag"] == FRAG_L1_L2
+    second = mc["trk_charge"][f2, 1]
+    assert np.all(second[:, 0] == MISSING)  # born below L1
+    present = (second[:, 1:8] != MISSING).any(axis=(1, 2))
+    assert present.mean() > 0.9
+    other = (mc["mc_Z"] - mc["mc_Z_inner"])[f2][present]
+    q = second[present][:, 1:8]
+    hit = q != MISSING
+    mean_q = np.where(hit, q, 0.0).sum(axis=(1, 2)) / hit.sum(axis=(1, 2))
+    assert np.median(mean_q - other) == pytest.approx(0.0, abs=0.05)
+    # it leaves the interaction point and diverges from the main track
+    pos = mc["trk_pos"][f2][present]
+    both = (pos[:, :, 1:8, 1] != MISSING).all(axis=1)
+    gap = np.abs(pos[:, 0, 1:8, 1] - pos[:, 1, 1:8, 1])
+    assert np.median(gap[both[:, 0] & both[:, -1], -1]) > np.median(gap[both[:, 0] & both[:, -1], 0])
+
+
+# --------------------------------------------------------------------------- composition, spectra
+
+
+def test_composition_balanced_mc_and_shifted_data(mc: Arrays, data: Arrays) -> None:
+    zs = [NUCLEI[s][0] for s in ("silicon", "phosphorus", "sulfur", "chlorine")]
+    n = mc["run"].size
+    for z in zs:
+        assert np.mean(mc["mc_Z"] == z) == pytest.approx(0.25, abs=binomial_tol(0.25, n))
+    weights = np.array([100.0, 3.0, 16.0, 3.0])
+    for z, p in zip(zs, weights / weights.sum()):
+        assert np.mean(data["hidden_Z"] == z) == pytest.approx(p, abs=binomial_tol(p, n))
+
+
+def _log_slope(r: np.ndarray, lo: float, hi: float, bins: int = 10) -> tuple[float, np.ndarray]:
+    edges = np.geomspace(lo, hi, bins + 1)
+    counts, _ = np.histogram(r, edges)
+    centre = np.sqrt(edges[1:] * edges[:-1])
+    slope = np.polyfit(np.log(centre), np.log(counts / np.diff(edges)), 1, w=np.sqrt(counts))[0]
+    return float(slope), counts
+
+
+def test_rigidity_spectra(mc: Arrays, data: Arrays) -> None:
+    # the inner+L1 fit resolves 5-150 GV well enough to see the true spectral shape
+    r_mc = mc["rig_inner_l1"][mc["mc_frag"] == FRAG_NONE]
+    slope, counts = _log_slope(r_mc, 5.0, 150.0, bins=6)
+    assert slope == pytest.approx(-1.0, abs=0.1)  # flat in log R: dN/dR ~ 1/R
+    assert counts.max() / counts.min() < 1.15
+    assert np.mean(np.abs(mc["rig_inner"]) > 300) > 0.05  # MC reaches TV rigidities
+    r_data = data["rig_inner_l1"][data["hidden_frag"] == FRAG_NONE]
+    slope, _ = _log_slope(r_data, 20.0, 150.0)
+    assert slope == pytest.approx(-2.7, abs=0.2)
+    # nothing below the geomagnetic cutoffs (3-15 GV) but the resolution tail
+    assert np.mean((data["rig_inner"] > 0) & (data["rig_inner"] < 2.5)) < 0.01
+    assert np.mean((mc["rig_inner"] > 0) & (mc["rig_inner"] < 2.5)) > 0.03
+
+
+def test_rigidity_resolution_and_kink(mc: Arrays) -> None:
+    z, a = NUCLEI["phosphorus"]
+    sel = (mc["mc_Z"] == z) & (mc["mc_frag"] == FRAG_NONE) & (mc["rig_inner_l1"] != MISSING)
+    # inner and inner+L1 1/R of the same track: their difference has the quadrature width
+    # minus the shared (multiple-scattering) part, which the simulation draws independently
+    r_ref = 50.0
+    band = sel & (mc["rig_inner_l1"] > 40) & (mc["rig_inner_l1"] < 60)
+    diff = 1 / mc["rig_inner"][band] - 1 / mc["rig_inner_l1"][band]
+    beta = beta_from_rigidity(r_ref, z, a)
+    expected = np.hypot(inverse_rigidity_sigma(r_ref, beta, 0.4),
+                        inverse_rigidity_sigma(r_ref, beta, 1.5))
+    assert robust_sigma(diff) == pytest.approx(float(expected), rel=0.15)
+    # fragmentation between L1 and L2 kinks the track: the inner+L1 fit disagrees more
+    width = {}
+    for frag in (FRAG_NONE, FRAG_L1_L2):
+        keep = (mc["mc_frag"] == frag) & (mc["rig_inner_l1"] != MISSING)
+        keep &= (mc["rig_inner"] > 10) & (mc["rig_inner"] < 30)
+        width[frag] = robust_sigma(1 / mc["rig_inner_l1"][keep] - 1 / mc["rig_inner"][keep])
+    assert width[FRAG_L1_L2] > 1.15 * width[FRAG_NONE]
+
+
+# --------------------------------------------------------------------------- efficiency, TOF
+
+
+def test_hit_efficiency(domain: tuple[str, Arrays]) -> None:
+    name, a = domain
+    eff = (CFG.mc if name == "mc" else CFG.data).hit_efficiency
+    present = a["trk_charge"][:, 0] != MISSING
+    assert present.mean() == pytest.approx(eff, abs=0.003)
+    assert present.mean(axis=0) == pytest.approx(np.full((9, 2), eff), abs=0.006)
+
+
+def test_tof(mc: Arrays, data: Arrays) -> None:
+    frag, z = mc["mc_frag"], mc["mc_Z"]
+    f0 = frag == FRAG_NONE
+    assert np.median(mc["tof_charge_upper"][f0] - z[f0]) == pytest.approx(0.0, abs=0.02)
+    assert np.median(mc["tof_charge_lower"][f0] - z[f0]) == pytest.approx(0.0, abs=0.02)
+    # the upper TOF sits between L1 and L2: parent or fragment, about half and half
+    f2 = frag == FRAG_L1_L2
+    utof = mc["tof_charge_upper"][f2]
+    parent_like = np.abs(utof - z[f2]) < np.abs(utof - mc["mc_Z_inner"][f2])
+    assert parent_like.mean() == pytest.approx(0.5, abs=0.05)
+    assert np.mean(mc["tof_ontime_p2"][f2]) > np.mean(mc["tof_ontime_p2"][f0]) + 0.3
+    for a in (mc, data):
+        assert set(np.unique(a["tof_nused"])) <= {2, 3, 4}
+        fast = (a["rig_inner"] > 100) & (truth(a, "frag") == FRAG_NONE)
+        assert np.median(a["tof_beta"][fast]) == pytest.approx(1.0, abs=0.005)
+    slow = f0 & (mc["rig_inner_l1"] > 2.5) & (mc["rig_inner_l1"] < 3.5) & (z == 15)
+    assert np.median(mc["tof_beta"][slow]) == pytest.approx(
+        float(beta_from_rigidity(3.0, 15, 31)), abs=0.02)
+    # Data TOF charge scale +2% (the period drift is 0.5%)
+    d0 = data["hidden_frag"] == FRAG_NONE
+    ratio = np.median(data["tof_charge_upper"][d0] / data["hidden_Z"][d0])
+    assert ratio == pytest.approx(1.02, abs=0.015)
+
+
+# --------------------------------------------------------------------------- calibration, seeds
+
+
+def test_data_calibration_shared_by_runs_and_drifting_between_periods(
+    period: Path, out: Path
+) -> None:
+    runs = [read_run(p) for p in sorted((period / "data").glob("run*.root"))]
+    first, second = gain_profile(runs[0]), gain_profile(runs[1])
+    assert np.abs(first - second).max() < 0.003
+    assert np.abs(first - 1.0).max() > 0.01  # ladder and layer gains: not calibrated
+    other = simulate_period(AMS, CFG, out, "P2026b", runs=1, events_per_run=EVENTS, seed=1)
+    assert np.abs(gain_profile(read_domain(other, "data")) - first).max() > 0.01
+    # MC is calibrated in every period
+    assert np.abs(gain_profile(read_domain(other, "mc")) - 1.0).max() < 0.01
+
+
+def test_period_values_do_not_depend_on_the_run() -> None:
+    cal = resolve_calibration(CFG, "data", np.random.default_rng(5))
+    again = resolve_calibration(CFG, "data", np.random.default_rng(5))
+    assert np.array_equal(cal.gain, again.gain)
+    relative = cal.gain / cal.gain.mean(axis=(1, 2), keepdims=True)
+    assert 0.015 < relative.std() < 0.035  # ladder gains 2.5% rms
+    assert np.all(resolve_calibration(CFG, "mc", np.random.default_rng(5)).gain == 1.0)
+    # the period draws come first: the events of a run do not change them
+    small = generate_ams(CFG, 10, domain="data", rng=np.random.default_rng(1),
+                         period_rng=np.random.default_rng(5))
+    large = generate_ams(CFG, 500, domain="data", rng=np.random.default_rng(1),
+                         period_rng=np.random.default_rng(5))
+    assert small["trk_charge"].shape == (10, 2, 9, 2)
+    assert large["trk_charge"].shape == (500, 2, 9, 2)
+    prng = np.random.default_rng(5)
+    resolve_calibration(CFG, "mc", prng)
+    after_mc = prng.random()
+    prng = np.random.default_rng(5)
+    resolve_calibration(CFG, "data", prng)
+    assert prng.random() == after_mc
+
+
+def test_same_seed_same_events_other_seed_other_events(tmp_path: Path) -> None:
+    def run(seed: int, where: str) -> Arrays:
+        d = simulate_period(AMS, CFG, tmp_path / where, "P2026a", runs=1, events_per_run=500,
+                            seed=seed)
+        return read_domain(d, "data")
+
+    a, b, c = run(3, "a"), run(3, "b"), run(4, "c")
+    assert a.keys() == b.keys()
+    for name in a:
+        assert np.array_equal(a[name], b[name]), name
+    assert not np.array_equal(a["trk_charge"], c["trk_charge"])
+    assert not np.array_equal(a["rig_inner"], c["rig_inner"])
+
+
+# --------------------------------------------------------------------------- config, helpers
+
+
+def test_config_round_trip_and_validation() -> None:
+    import yaml
+
+    again = validate_config(yaml.safe_load(dump_yaml(CFG)), AmsSimConfig)
+    assert again == CFG
+    assert CFG.data.cross_section_scale == 1.08 and CFG.mc.hit_efficiency == 0.98
+    with pytest.raises(ConfigError, match="unknown species"):
+        validate_config({"species": ["unobtainium"]}, AmsSimConfig)
+    with pytest.raises(ConfigError, match="must be 1"):
+        validate_config({"interactions": {"dz1_prob": 0.5}}, AmsSimConfig)
+    heavy = AmsSimConfig(species=["iron", "argon"])
+    out = generate_ams(heavy, 200, domain="mc", rng=np.random.default_rng(0),
+                       period_rng=np.random.default_rng(0))
+    assert set(np.unique(out["mc_Z"])) == {18, 26}
+
+
+def test_truncated_mean_drops_extremes() -> None:
+    values = np.array([[1.0, 2.0, 3.0, 100.0, -50.0], [1.0, 2.0, 9.0, 0.0, 0.0],
+                       [15.0, 15.2, 14.8, MISSING, 15.0]])
+    mask = np.array([[True] * 5, [True, True, True, False, False], [True, True, True, False, True]])
+    got = truncated_mean(values, mask)
+    assert got[0] == pytest.approx(2.0) and got[1] == pytest.approx(4.0)
+    assert got[2] == pytest.approx(15.0)  # an absent value is neither dropped nor averaged
+    assert truncated_mean(values[:1], np.zeros((1, 5), bool))[0] == MISSING
