@@ -15,12 +15,16 @@ import uproot
 from autopid.config._loader import dump_yaml, validate_config
 from autopid.errors import ConfigError
 from autopid.physics.ams import (
+    LAYER_Z_CM,
     NUCLEI,
     beta_from_rigidity,
+    bending_power,
+    goldhaber_pt_sigma,
     interaction_length,
     interaction_probability,
     inverse_rigidity_sigma,
     layer_charge_sigma,
+    tof_time_sigma_ps,
 )
 from autopid.simulate._common import read_period_manifest, simulate_period
 from autopid.simulate.ams import (
@@ -29,6 +33,8 @@ from autopid.simulate.ams import (
     FRAG_NONE,
     MISSING,
     AmsSimConfig,
+    DriftConfig,
+    SpectrumConfig,
     generate_ams,
     resolve_calibration,
     truncated_mean,
@@ -222,6 +228,16 @@ def test_sulfur_fragments_between_l1_and_l2_as_1_minus_exp(
     assert above == pytest.approx(dom.above_l1_prob, abs=binomial_tol(dom.above_l1_prob, a["run"].size))
 
 
+def test_data_cross_section_scaled_by_1_08(data: Arrays) -> None:
+    dom = CFG.data
+    a_of_z = {z: a for z, a in NUCLEI.values()}
+    mass = np.array([a_of_z[z] for z in data["hidden_Z"]])
+    p = (1 - dom.above_l1_prob) * interaction_probability(5.0, interaction_length(mass) / 1.08)
+    got = np.mean(data["hidden_frag"] == FRAG_L1_L2)
+    # 3.5 standard errors: about half the effect of the 8% larger cross section
+    assert got == pytest.approx(p.mean(), abs=3.5 * np.sqrt(np.sum(p * (1 - p))) / p.size)
+
+
 def test_extra_clusters_in_l2_to_l4_after_fragmentation(mc: Arrays, data: Arrays) -> None:
     ncl, frag = mc["trk_nclusters"], mc["mc_frag"]
     f0 = ncl[frag == FRAG_NONE].mean(axis=(0, 2))
@@ -292,25 +308,59 @@ def test_rigidity_spectra(mc: Arrays, data: Arrays) -> None:
     assert np.mean((mc["rig_inner"] > 0) & (mc["rig_inner"] < 2.5)) > 0.03
 
 
-def test_rigidity_resolution_and_kink(mc: Arrays) -> None:
+def fixed_rigidity_config(r_gv: float) -> AmsSimConfig:
+    """Phosphorus at one rigidity (within 0.1%), in both domains."""
+    spectrum = SpectrumConfig(shape="log_flat", r_min_gv=0.999 * r_gv, r_max_gv=1.001 * r_gv,
+                              cutoff_min_gv=0.5 * r_gv, cutoff_max_gv=0.5 * r_gv)
+    only_p = {"phosphorus": 1.0}
+    return AmsSimConfig(
+        species=["phosphorus"],
+        mc=CFG.mc.model_copy(update={"spectrum": spectrum, "composition": only_p}),
+        data=CFG.data.model_copy(update={"spectrum": spectrum, "composition": only_p}),
+    )
+
+
+@pytest.mark.parametrize("r_gv", [3.0, 100.0])
+def test_rigidity_resolution_follows_mdr_and_multiple_scattering(r_gv: float) -> None:
+    cfg = fixed_rigidity_config(r_gv)
     z, a = NUCLEI["phosphorus"]
-    sel = (mc["mc_Z"] == z) & (mc["mc_frag"] == FRAG_NONE) & (mc["rig_inner_l1"] != MISSING)
-    # inner and inner+L1 1/R of the same track: their difference has the quadrature width
-    # minus the shared (multiple-scattering) part, which the simulation draws independently
-    r_ref = 50.0
-    band = sel & (mc["rig_inner_l1"] > 40) & (mc["rig_inner_l1"] < 60)
+    beta = beta_from_rigidity(r_gv, z, a)
+    sigma: dict[str, dict[str, float]] = {}
+    for domain in ("mc", "data"):
+        out = generate_ams(cfg, 20_000, domain=domain, rng=np.random.default_rng(2),
+                           period_rng=np.random.default_rng(3))
+        keep = truth(out, "frag") == FRAG_NONE
+        keep_l1 = keep & (out["rig_inner_l1"] != MISSING)
+        inv_in = 1 / out["rig_inner"][keep].astype(np.float64)
+        inv_l1 = 1 / out["rig_inner_l1"][keep_l1].astype(np.float64)
+        sigma[domain] = {"inner": robust_sigma(inv_in), "inner_l1": robust_sigma(inv_l1)}
+        # unbiased within 4 standard errors of the median (plus the Data offset ~3e-5/GV)
+        stat = 1.2533 * sigma[domain]["inner"] / np.sqrt(inv_in.size)
+        assert np.median(inv_in) == pytest.approx(1 / r_gv, abs=4 * stat + 1e-4)
+    for fit, mdr in (("inner", 0.4), ("inner_l1", 1.5)):
+        expected = float(inverse_rigidity_sigma(r_gv, beta, mdr))
+        assert sigma["mc"][fit] == pytest.approx(expected, rel=0.05), fit
+        assert sigma["data"][fit] / sigma["mc"][fit] == pytest.approx(1.05, abs=0.03), fit
+
+
+def test_inner_and_inner_l1_agree_unless_a_kink(mc: Arrays) -> None:
+    # nested fits: their difference has the variance sigma_inner^2 - sigma_inner_l1^2,
+    # in which multiple scattering cancels
+    z, a = NUCLEI["phosphorus"]
+    unfragmented = (mc["mc_frag"] == FRAG_NONE) & (mc["rig_inner_l1"] != MISSING)
+    band = unfragmented & (mc["rig_inner"] > 40) & (mc["rig_inner"] < 60)
     diff = 1 / mc["rig_inner"][band] - 1 / mc["rig_inner_l1"][band]
-    beta = beta_from_rigidity(r_ref, z, a)
-    expected = np.hypot(inverse_rigidity_sigma(r_ref, beta, 0.4),
-                        inverse_rigidity_sigma(r_ref, beta, 1.5))
-    assert robust_sigma(diff) == pytest.approx(float(expected), rel=0.15)
+    beta = beta_from_rigidity(50.0, z, a)
+    expected = np.sqrt(inverse_rigidity_sigma(50.0, beta, 0.4) ** 2
+                       - inverse_rigidity_sigma(50.0, beta, 1.5) ** 2)
+    assert robust_sigma(diff) == pytest.approx(float(expected), rel=0.1)
     # fragmentation between L1 and L2 kinks the track: the inner+L1 fit disagrees more
     width = {}
     for frag in (FRAG_NONE, FRAG_L1_L2):
         keep = (mc["mc_frag"] == frag) & (mc["rig_inner_l1"] != MISSING)
         keep &= (mc["rig_inner"] > 10) & (mc["rig_inner"] < 30)
         width[frag] = robust_sigma(1 / mc["rig_inner_l1"][keep] - 1 / mc["rig_inner"][keep])
-    assert width[FRAG_L1_L2] > 1.15 * width[FRAG_NONE]
+    assert width[FRAG_L1_L2] > 1.5 * width[FRAG_NONE]
 
 
 # --------------------------------------------------------------------------- efficiency, TOF
@@ -386,6 +436,29 @@ def test_period_values_do_not_depend_on_the_run() -> None:
     assert prng.random() == after_mc
 
 
+def test_drift_moves_the_data_calibration_only() -> None:
+    drift = CFG.drift
+    still = AmsSimConfig(drift=DriftConfig(layer_gain_sigma=0.0, tof_charge_scale_sigma=0.0,
+                                           rigidity_offset_sigma_per_tv=0.0))
+    layer, tof, offset = [], [], []
+    for seed in range(40):
+        moved = resolve_calibration(CFG, "data", np.random.default_rng(seed))
+        fixed = resolve_calibration(still, "data", np.random.default_rng(seed))
+        ratio = moved.gain / fixed.gain
+        assert np.allclose(ratio, ratio[:, :1, :1])  # a drift of whole layers
+        layer.append(ratio[:, 0, 0] - 1)
+        tof.append(moved.tof_charge_scale / fixed.tof_charge_scale - 1)
+        offset.append(1000 * (moved.inv_rigidity_offset - fixed.inv_rigidity_offset))
+        assert fixed.inv_rigidity_offset == pytest.approx(0.03e-3)
+        mc_moved = resolve_calibration(CFG, "mc", np.random.default_rng(seed))
+        mc_fixed = resolve_calibration(still, "mc", np.random.default_rng(seed))
+        assert np.array_equal(mc_moved.gain, mc_fixed.gain)
+        assert mc_moved.tof_charge_scale == mc_fixed.tof_charge_scale == 1.0
+    assert np.std(layer) == pytest.approx(drift.layer_gain_sigma, rel=0.15)
+    assert np.std(tof) == pytest.approx(drift.tof_charge_scale_sigma, rel=0.3)
+    assert np.std(offset) == pytest.approx(drift.rigidity_offset_sigma_per_tv, rel=0.3)
+
+
 def test_same_seed_same_events_other_seed_other_events(tmp_path: Path) -> None:
     def run(seed: int, where: str) -> Arrays:
         d = simulate_period(AMS, CFG, tmp_path / where, "P2026a", runs=1, events_per_run=500,
@@ -417,6 +490,22 @@ def test_config_round_trip_and_validation() -> None:
     out = generate_ams(heavy, 200, domain="mc", rng=np.random.default_rng(0),
                        period_rng=np.random.default_rng(0))
     assert set(np.unique(out["mc_Z"])) == {18, 26}
+
+
+def test_physics_formulas() -> None:
+    assert layer_charge_sigma(np.array([1, 15, 26])) == pytest.approx(
+        [0.15074813, 0.27041634, 0.41785165])
+    assert interaction_length(28) == pytest.approx(22.0)
+    assert interaction_probability(5.0, 22.0) == pytest.approx(0.20330, abs=1e-5)
+    # p = 150 GeV/c, m = 31 * 0.9315 GeV
+    assert beta_from_rigidity(10.0, 15, 31) == pytest.approx(0.9819696, abs=1e-6)
+    assert inverse_rigidity_sigma(100.0, 1.0, 0.4) == pytest.approx(np.hypot(1 / 400, 0.001))
+    assert inverse_rigidity_sigma(2.0, 0.5, 1.5) == pytest.approx(np.hypot(1 / 1500, 0.1))
+    assert tof_time_sigma_ps(16) == pytest.approx(np.hypot(10.0, 40.0))
+    assert goldhaber_pt_sigma(32, 31) == pytest.approx(0.09)
+    assert goldhaber_pt_sigma(32, 32) == 0.0
+    assert bending_power(0.14, 80.0) == pytest.approx(0.299792458 * 0.14 * 0.8)
+    assert LAYER_Z_CM[0] > LAYER_Z_CM[1] > 0 > LAYER_Z_CM[-1] and len(LAYER_Z_CM) == 9
 
 
 def test_truncated_mean_drops_extremes() -> None:

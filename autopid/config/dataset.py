@@ -161,6 +161,16 @@ class DatasetConfig(StrictModel):
                 seen[code] = name
         return self
 
+    def with_period(self, period: str) -> DatasetConfig:
+        """The dataset restricted to one run period: ``{period}`` in file patterns is
+        replaced (``*``, the default, means every period)."""
+        if period != "*" and not any("{period}" in f for s in self.sources for f in s.files):
+            raise ConfigError(f"dataset {self.name!r}: file patterns have no {{period}} placeholder, "
+                              f"so period {period!r} cannot be selected")
+        sources = [s.model_copy(update={"files": [f.replace("{period}", period) for f in s.files]})
+                   for s in self.sources]
+        return self.model_copy(update={"sources": sources})
+
     def species_of(self, name: str) -> Species:
         """The species called ``name``; an unknown name lists the defined ones."""
         if name not in self.species:

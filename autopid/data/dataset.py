@@ -126,11 +126,15 @@ def sample_mc(
                 raise ConfigError(f"background_mix: {name!r} is the signal species")
             if w < 0:
                 raise ConfigError(f"background_mix: fraction of {name!r} is negative")
-            if w > 0:
-                groups[name] = np.flatnonzero(species == name)
+            rows = np.flatnonzero(species == name)
+            if w > 0 and len(rows) == 0:
+                _log.warning("background_mix: no %s rows in the %s split; dropping it from the mix", name, split)
+            elif w > 0:
+                groups[name] = rows
                 weights[name] = float(w)
         if not weights:
-            raise ConfigError("background_mix: no background species with a positive fraction")
+            raise InputError(f"{ds.path}: background_mix: no background species with rows and a positive fraction "
+                             f"in the {split} split")
     total_w = sum(weights.values())
     n_sig_avail = len(groups["__signal__"])
     n_bkg_avail = sum(len(groups[k]) for k in weights)

@@ -23,7 +23,7 @@ def expand_files(patterns: Iterable[str]) -> list[Path]:
     """Expand paths and globs; a pattern that matches nothing is an error."""
     out: list[Path] = []
     for pattern in patterns:
-        pattern = str(Path(pattern).expanduser())
+        pattern = str(Path(pattern.replace("{period}", "*")).expanduser())
         if glob.has_magic(pattern):
             matches = sorted(glob.glob(pattern, recursive=True))
             if not matches:

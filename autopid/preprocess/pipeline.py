@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections import Counter, defaultdict
@@ -83,15 +84,23 @@ def _run(tasks: list[ChunkTask], cfg: DatasetConfig, shard_root: Path, scheduler
     bar = tqdm(total=len(tasks), desc="preprocess", unit="chunk", disable=not progress_enabled(), leave=False)
     try:
         if scheduler:
-            from distributed import Client, as_completed
+            from distributed import Client, as_completed, wait
 
             with Client(scheduler) as client:
                 futures = [client.submit(process_chunk, t, cfg, str(shard_root), pure=False) for t in tasks]
                 results = []
-                for fut in as_completed(futures):
-                    results.append(fut.result())
-                    bar.update()
+                try:
+                    for fut in as_completed(futures):
+                        results.append(fut.result())
+                        bar.update()
+                except BaseException:
+                    # let running chunks end before the caller removes the staging directory
+                    client.cancel(futures)
+                    wait(futures, timeout=120)
+                    raise
                 return sorted(results, key=lambda s: s.index)
+        from concurrent.futures import ThreadPoolExecutor
+
         from dask.callbacks import Callback
 
         class _Bar(Callback):  # type: ignore[misc]
@@ -99,8 +108,9 @@ def _run(tasks: list[ChunkTask], cfg: DatasetConfig, shard_root: Path, scheduler
                 bar.update()
 
         delayed = [dask.delayed(process_chunk)(t, cfg, str(shard_root)) for t in tasks]
-        with _Bar():
-            return list(dask.compute(*delayed, scheduler="threads"))
+        # our own pool: leaving the block waits for chunks still running after a failure
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool, _Bar():
+            return list(dask.compute(*delayed, scheduler="threads", pool=pool))
     finally:
         bar.close()
 

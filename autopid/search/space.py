@@ -83,8 +83,7 @@ class DemoData(StrictModel):
 class Budget(StrictModel):
     num_samples: int = Field(default=8, ge=1, description="trials per study")
     max_concurrent: int | None = Field(default=None, ge=1, description="default: what the cluster's CPUs allow")
-    time_budget_s: float | None = Field(default=None, gt=0)
-    studies_concurrently: bool = Field(default=False, description="run the studies of the space at the same time")
+    time_budget_s: float | None = Field(default=None, gt=0, description="per study")
 
 
 class Asha(StrictModel):

@@ -492,9 +492,9 @@ def resolve_calibration(
 ) -> Calibration:
     """``cfg.mc`` or ``cfg.data`` with the period's ladder and layer gains (and, for Data,
     the period drift)."""
-    draws = draw_period_values(cfg, period_rng)
     if domain not in ("mc", "data"):
         raise ValueError(f"domain must be 'mc' or 'data', got {domain!r}")
+    draws = draw_period_values(cfg, period_rng)  # for MC too: the same use of period_rng
     dom = cfg.mc if domain == "mc" else cfg.data
     layer_gain = 1.0 + dom.charge.layer_gain_spread * draws.layer
     tof_scale = dom.tof_charge_scale
@@ -645,6 +645,12 @@ def _bend_profile(geo: GeometryConfig, z: np.ndarray) -> np.ndarray:
     return 0.5 * inside**2 + length * np.maximum(depth - length, 0.0)
 
 
+def _bend_slope(geo: GeometryConfig, z: np.ndarray) -> np.ndarray:
+    """Derivative of ``_bend_profile`` with depth (cm)."""
+    length = geo.magnet_z_top_cm - geo.magnet_z_bottom_cm
+    return np.clip(geo.magnet_z_top_cm - z, 0.0, length)
+
+
 def _curvature_per_cm(geo: GeometryConfig, rigidity: np.ndarray) -> np.ndarray:
     """d2y/dz2 in the field (1/cm): K B / R, positive nuclei bending towards +y."""
     return BENDING_CONSTANT * geo.field_t / rigidity / 100.0
@@ -727,9 +733,14 @@ def _second_track(
     x1, y1, tx, ty = line
     dz = z - z[0]
     bend = _bend_profile(geo, z)
-    curv = _curvature_per_cm(geo, inter.rigidity_other)
+    curv = _curvature_per_cm(geo, prim.rigidity)[:, None]
+    curv_other = _curvature_per_cm(geo, inter.rigidity_other)[:, None]
+    # the other fragment bends with its own rigidity from the interaction point on
+    z_int = np.where(np.isfinite(inter.z_int), inter.z_int, geo.magnet_z_top_cm)[:, None]
+    bend_after = np.where(
+        lever > 0, bend - _bend_profile(geo, z_int) - _bend_slope(geo, z_int) * lever, 0.0)
     xf = x1[:, None] + tx[:, None] * dz + inter.theta_other[:, :1] * lever
-    yf = (y1[:, None] + ty[:, None] * dz + curv[:, None] * bend
+    yf = (y1[:, None] + ty[:, None] * dz + curv * bend + (curv_other - curv) * bend_after
           + inter.theta_other[:, 1:] * lever)
     half = geo.layer_half_width_cm
     seen = ((lever > 0) & (inter.z_other > 0)[:, None]
@@ -780,8 +791,8 @@ def _rigidities(
     n = prim.z.size
     z = geo.layer_z_cm
     in_tracker = (inter.frag == FRAG_ABOVE_L1) | (inter.frag == FRAG_L1_L2)
-    r_true = np.where(in_tracker, prim.rigidity * (inter.a_frag / prim.a) * (prim.z / inter.z_frag),
-                      prim.rigidity)
+    r_frag = prim.rigidity * (inter.a_frag / prim.a) * (prim.z / inter.z_frag)
+    r_true = np.where(in_tracker, r_frag, prim.rigidity)
     power = bending_power(geo.field_t, geo.magnet_z_top_cm - geo.magnet_z_bottom_cm)
     centre = 0.5 * (geo.magnet_z_top_cm + geo.magnet_z_bottom_cm)
     theta_y = inter.theta[:, 1]
@@ -794,10 +805,13 @@ def _rigidities(
     s_in = scale * inverse_rigidity_sigma(r_true, prim.beta, rc.mdr_inner_tv, rc.ms_coefficient)
     s_l1 = scale * inverse_rigidity_sigma(r_true, prim.beta, rc.mdr_inner_l1_tv,
                                           rc.ms_coefficient)
+    # the inner+L1 fit refines the inner one: as for nested efficient estimators, the
+    # covariance of their errors is the smaller variance (they agree where MS dominates)
+    rho = np.minimum(s_l1 / s_in, 1.0)
     g = rng.standard_normal((2, n))
     base = 1.0 / r_true + cal.inv_rigidity_offset + kink_deep
     inv_in = base + s_in * g[0]
-    inv_l1 = base + kink_l1 + s_l1 * g[1]
+    inv_l1 = base + kink_l1 + s_l1 * (rho * g[0] + np.sqrt(1.0 - rho * rho) * g[1])
     return 1.0 / inv_in, np.where(l1_y_hit, 1.0 / inv_l1, MISSING)
 
 
@@ -839,7 +853,8 @@ def _tof(
 
     _, _, tx, ty = line
     secant = np.sqrt(1.0 + tx * tx + ty * ty)
-    flight = (zp[0] - zp)[None, :] * secant[:, None] / (prim.beta[:, None] * SPEED_OF_LIGHT_CM_PER_PS)
+    speed = prim.beta * SPEED_OF_LIGHT_CM_PER_PS
+    flight = (zp[0] - zp)[None, :] * (secant / speed)[:, None]
     t_sigma = dom.tof_time_sigma_scale * tof_time_sigma_ps(z_seen, tof.time_sigma_z_ps,
                                                             tof.time_sigma_const_ps)
     time = flight + t_sigma * rng.standard_normal(present.shape)

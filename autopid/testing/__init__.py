@@ -14,9 +14,9 @@ def dataset_for(name: str, data_root: str | Path, **overrides: object) -> Datase
     raw = yaml.safe_load(builtin_dataset_path(name).read_text())
     root = Path(data_root)
     for src in raw["sources"]:
-        src["files"] = [str(root / "*" / src["domain"] / "*.root")]
+        src["files"] = [str(root / "{period}" / src["domain"] / "*.root")]
     raw.update(overrides)
-    return DatasetConfig.model_validate(raw)
+    return DatasetConfig.model_validate(raw).with_period("*")
 
 
 def write_dataset_yaml(cfg: DatasetConfig, path: str | Path) -> Path:

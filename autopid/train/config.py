@@ -45,6 +45,7 @@ class ScalingSpec(StrictModel):
 class TrainConfig(StrictModel):
     dataset: str = Field(description="dataset YAML path or built-in name (alice, ams)")
     species: str = Field(description="the signal species (one-vs-all)")
+    period: str = Field(default="*", description="run period ({period} in the dataset's file patterns)")
     model: ModelSpec
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     scaling: ScalingSpec = Field(default_factory=ScalingSpec)

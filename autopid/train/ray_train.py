@@ -1,0 +1,113 @@
+"""Training on Ray Train: a ``TorchTrainer`` runs :func:`autopid.train.fit.fit` on N workers.
+
+Each epoch every worker reports the validation metrics and rank 0 a checkpoint (model,
+optimizer, scheduler and loop state); after a worker failure Ray restarts the group and
+the loop resumes from the latest checkpoint (``FailureConfig``).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from autopid._logging import get_logger
+from autopid.train.config import TrainConfig
+
+_log = get_logger(__name__)
+
+
+def _train_loop_per_worker(config: dict[str, Any]) -> None:
+    import ray.train
+    import torch
+
+    from autopid.data import PreprocessedDataset
+    from autopid.train import artifacts
+    from autopid.train.fit import fit
+
+    cfg = TrainConfig.model_validate(config["train_config"])
+    ctx = ray.train.get_context()
+    # Ray sets OMP_NUM_THREADS=1 in workers; use the CPUs this worker reserved
+    torch.set_num_threads(cfg.training.threads or max(1, int(cfg.scaling.cpus_per_worker)))
+    ds = PreprocessedDataset(config["cache_path"])
+    resume = None
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            resume = artifacts.load_checkpoint(Path(d) / artifacts.CHECKPOINT_FILE)
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    wrap = ray.train.torch.prepare_model if world > 1 else None
+
+    def on_epoch_end(metrics: dict[str, float], model: Any, opt: Any, sched: Any, state: Any, improved: bool) -> None:
+        with tempfile.TemporaryDirectory() as d:
+            checkpoint = None
+            if rank == 0:
+                artifacts.save_atomic(artifacts.checkpoint_payload(model, opt, sched, state),
+                                      Path(d) / artifacts.CHECKPOINT_FILE)
+                inner = model.module if hasattr(model, "module") else model
+                artifacts.save_atomic(artifacts.model_payload(inner, cfg, ds), Path(d) / artifacts.MODEL_FILE)
+                checkpoint = ray.train.Checkpoint.from_directory(d)
+            ray.train.report({**metrics, "best_objective": state.best_objective}, checkpoint=checkpoint)
+
+    fit(cfg, ds, on_epoch_end=on_epoch_end, resume=resume, rank=rank, world_size=world, wrap=wrap,
+        device=device, domain_penalty=config.get("domain_penalty", 1.0))
+
+
+def make_trainer(cfg: TrainConfig, cache_path: str | Path, *, storage_path: str | Path, name: str,
+                 callbacks: list[Any] | None = None, domain_penalty: float = 1.0,
+                 max_failures: int = 2) -> Any:
+    """A ``TorchTrainer`` for ``cfg``; results and checkpoints go to ``storage_path/name``.
+
+    ``storage_path`` may be a local directory or any pyarrow/fsspec URL that every node
+    can reach (a shared directory, ``s3://...``) when running on a cluster.
+    """
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    s = cfg.scaling
+    resources = {"CPU": s.cpus_per_worker}
+    if s.use_gpu:
+        resources["GPU"] = s.gpus_per_worker
+    storage = str(storage_path) if "://" in str(storage_path) else str(Path(storage_path).resolve())
+    return TorchTrainer(
+        _train_loop_per_worker,
+        train_loop_config={"train_config": cfg.model_dump(mode="json"), "cache_path": str(cache_path),
+                           "domain_penalty": domain_penalty},
+        torch_config=TorchConfig(backend="nccl" if s.use_gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu,
+                                               resources_per_worker=resources),
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=storage,
+            failure_config=ray.train.FailureConfig(max_failures=max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=3, checkpoint_score_attribute="objective", checkpoint_score_order="max"),
+            callbacks=callbacks or [],
+        ),
+    )
+
+
+def configure_ray_env() -> None:
+    """Quiet, local-friendly defaults; must run before ``import ray``."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Attach to ``address`` (or ``$RAY_ADDRESS``) or start a local instance."""
+    configure_ray_env()
+    import logging
+
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING)
+    else:
+        ray.init(num_cpus=num_cpus, logging_level=logging.WARNING, include_dashboard=None)

@@ -1,0 +1,103 @@
+"""``autopid train``: one model, one run directory.
+
+Layout of a run directory::
+
+    config.yaml, metadata.json   resolved config, versions, git revision, input hashes
+    ray/                         Ray Train results: checkpoint_* of each epoch
+    metrics.csv                  validation metrics per epoch
+    model.pt                     the best epoch's model (weights_only loadable)
+    result.json                  best epoch, its metrics, the preprocessing cache used
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from autopid._logging import get_logger
+from autopid.config import load_dataset_config
+from autopid.data import PreprocessedDataset
+from autopid.errors import AutopidError
+from autopid.preprocess import PreprocessResult, preprocess
+from autopid.provenance import atomic_write_text, write_run_info
+from autopid.train import artifacts
+from autopid.train.config import TrainConfig
+
+_log = get_logger(__name__)
+
+
+def prepare_data(cfg: TrainConfig, scheduler: str | None = None) -> PreprocessResult:
+    ds_cfg = load_dataset_config(cfg.dataset).with_period(cfg.period)
+    ds_cfg.species_of(cfg.species)
+    for name in (cfg.training.background_mix or {}):
+        if name != "other":
+            ds_cfg.species_of(name)
+    return preprocess(ds_cfg, cache_root=cfg.cache_dir, scheduler=scheduler)
+
+
+def best_checkpoint(result: Any) -> Any:
+    """The checkpoint with the highest objective among those Ray kept."""
+    ranked = [(m.get("objective", float("-inf")), c) for c, m in (result.best_checkpoints or [])]
+    if ranked:
+        return max(ranked, key=lambda t: t[0])[1]
+    return result.checkpoint
+
+
+def finish_run_dir(run_dir: Path, result: Any, prep: PreprocessResult) -> dict[str, Any]:
+    """Copy the best model next to the run's metrics and write ``result.json``."""
+    ckpt = best_checkpoint(result)
+    if ckpt is None:
+        raise AutopidError(f"{run_dir}: training produced no checkpoint ({result.error})")
+    with ckpt.as_directory() as d:
+        shutil.copyfile(Path(d) / artifacts.MODEL_FILE, run_dir / f".{artifacts.MODEL_FILE}.tmp")
+        state = artifacts.load_checkpoint(Path(d) / artifacts.CHECKPOINT_FILE)["state"]
+    (run_dir / f".{artifacts.MODEL_FILE}.tmp").replace(run_dir / artifacts.MODEL_FILE)
+    latest = result.checkpoint
+    if latest is not None:
+        with latest.as_directory() as d:
+            state_latest = artifacts.load_checkpoint(Path(d) / artifacts.CHECKPOINT_FILE)["state"]
+        pd.DataFrame(state_latest["history"]).to_csv(run_dir / "metrics.csv", index=False)
+    best = next((h for h in state["history"] if int(h["epoch"]) == state["best_epoch"]), state["history"][-1])
+    summary = {"best_epoch": state["best_epoch"], "best_metrics": best, "epochs_run": state["epoch"],
+               "cache": str(prep.path), "cache_key": prep.manifest["key"], "model": str(run_dir / artifacts.MODEL_FILE)}
+    atomic_write_text(run_dir / "result.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def default_run_dir(cfg: TrainConfig) -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"train-{cfg.model.family}-{cfg.species}-{stamp}"
+
+
+def train(cfg: TrainConfig, *, run_dir: str | Path | None = None, address: str | None = None,
+          scheduler: str | None = None) -> dict[str, Any]:
+    """Preprocess (or hit the cache), train on Ray Train, keep the best model."""
+    from autopid.train.ray_train import init_ray, make_trainer
+
+    t0 = time.perf_counter()
+    run_path = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
+    run_path.mkdir(parents=True, exist_ok=True)
+    prep = prepare_data(cfg, scheduler)
+    write_run_info(run_path, cfg, inputs={i["path"]: i["sha256"] for i in prep.manifest["inputs"]},
+                   cache=str(prep.path))
+    init_ray(address)
+    result = make_trainer(cfg, prep.path, storage_path=run_path, name="ray").fit()
+    summary = finish_run_dir(run_path, result, prep)
+    summary["run_dir"] = str(run_path)
+    summary["seconds"] = time.perf_counter() - t0
+    return summary
+
+
+def load_trained(run_dir: str | Path) -> tuple[Any, dict[str, Any], PreprocessedDataset]:
+    """The best model of a run directory, with its payload and dataset."""
+    run_dir = Path(run_dir)
+    info = json.loads((run_dir / "result.json").read_text())
+    ds = PreprocessedDataset(info["cache"])
+    model, payload = artifacts.load_model(run_dir / artifacts.MODEL_FILE, ds)
+    return model, payload, ds
