@@ -16,7 +16,7 @@ def dataset_for(name: str, data_root: str | Path, **overrides: object) -> Datase
     for src in raw["sources"]:
         src["files"] = [str(root / "{period}" / src["domain"] / "*.root")]
     raw.update(overrides)
-    return DatasetConfig.model_validate(raw).with_period("*")
+    return DatasetConfig.model_validate(raw)
 
 
 def write_dataset_yaml(cfg: DatasetConfig, path: str | Path) -> Path:

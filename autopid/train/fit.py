@@ -76,7 +76,9 @@ def fit(
         model = wrap(model)
     dataset = core.make_dataset(family, train_frame, ds)
     steps = core.batches_per_epoch(len(dataset), t.batch_size)
-    while state.epoch < t.epochs:
+    ran = False
+    while not _finished(state, t.epochs, t.early_stopping_patience):
+        ran = True
         epoch = state.epoch
         loader = core.make_loader(family, dataset, t.batch_size, shuffle=True, seed=t.seed * 1000 + epoch)
         t0 = time.perf_counter()
@@ -105,6 +107,11 @@ def fit(
         state.history.append(metrics)
         if on_epoch_end is not None:
             on_epoch_end(metrics, model, opt, sched, state, improved)
-        if t.early_stopping_patience is not None and state.epochs_without_improvement >= t.early_stopping_patience:
-            break
+    if not ran and state.history and on_epoch_end is not None:
+        # resumed after the last epoch: report the final state again so the caller sees it
+        on_epoch_end(state.history[-1], model, opt, sched, state, False)
     return _unwrap(model), state
+
+
+def _finished(state: FitState, epochs: int, patience: int | None) -> bool:
+    return state.epoch >= epochs or (patience is not None and state.epochs_without_improvement >= patience)

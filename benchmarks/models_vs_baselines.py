@@ -1,0 +1,137 @@
+"""FSE vs n-sigma vs XGBoost vs MLP-imputation (ALICE-like), MDA vs L1 cut vs MDA without
+adaptation (AMS-like), and the DANN two-moons toy. Prints tables; numbers go in notes.
+
+    python benchmarks/models_vs_baselines.py [--smoke-test] [--out /tmp/bench]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from autopid.baselines import L1ChargeCut, MLPImputation, NSigmaSelection, XGBoostBaseline
+from autopid.dann_toy import run_two_moons
+from autopid.data import PreprocessedDataset
+from autopid.evaluate import test_frames
+from autopid.metrics import (
+    background_rejection,
+    best_f1_threshold,
+    domain_classifier_accuracy,
+    efficiency_gap,
+    efficiency_purity_f1,
+    threshold_at_efficiency,
+)
+from autopid.preprocess import preprocess
+from autopid.simulate import ALICE, AMS, AliceSimConfig, AmsSimConfig, simulate_period
+from autopid.testing import dataset_for
+from autopid.train import core
+from autopid.train.config import TrainConfig
+from autopid.train.fit import fit
+
+
+def _train(ds: PreprocessedDataset, family: str, species: str, **training: object):
+    cfg = TrainConfig.model_validate({"dataset": "-", "species": species, "model": {"family": family},
+                                      "training": training})
+    t0 = time.perf_counter()
+    model, state = fit(cfg, ds)
+    return model, cfg, time.perf_counter() - t0
+
+
+def alice(out: Path, events: int, epochs: int, rows: int) -> None:
+    simulate_period(ALICE, AliceSimConfig(), out / "alice", "LHC26a", runs=2, events_per_run=events, seed=3)
+    ds = PreprocessedDataset(preprocess(dataset_for("alice", out / "alice"), cache_root=out / "cache").path)
+    table: dict[str, dict[str, float]] = {}
+    for species in ("pion", "proton", "kaon"):
+        t = dict(epochs=epochs, batch_size=256, lr=1e-3, max_train_rows=rows, max_eval_rows=rows // 2,
+                 early_stopping_patience=None)
+        model, cfg, secs = _train(ds, "fse", species, **t)
+        frames = core.load_frames(ds, species, cfg.training, with_data=False)
+        train_f, val_f = frames.train, frames.validation
+        mc_test, _ = test_frames(ds, species)
+        y_tr, y_val = train_f["y"].to_numpy(), val_f["y"].to_numpy()
+        scorers = {
+            "FSE+attention": (lambda f: core.predict_frame(model, "fse", f, ds)["score"], None),
+            "n-sigma (|n|<3)": (NSigmaSelection(species).fit(train_f, y_tr).predict, -3.0),
+            "XGBoost (NaN native)": (XGBoostBaseline(ds.columns).fit(train_f, y_tr).predict, None),
+            "MLP, mean imputation": (MLPImputation(ds.normaliser, ds.columns, epochs=epochs).fit(train_f, y_tr).predict, None),
+        }
+        for name, (score, cut) in scorers.items():
+            if cut is None:
+                cut = best_f1_threshold(y_val, score(val_f))
+            s = score(mc_test)
+            for sign, label in ((1, "+"), (-1, "-")):
+                m = mc_test["fSign"].to_numpy() == sign
+                f1 = efficiency_purity_f1(mc_test["y"].to_numpy()[m], s[m], cut)["f1"]
+                table.setdefault(name, {})[f"{species}{label}"] = 100 * f1
+        print(f"  trained FSE for {species} in {secs:.0f} s ({len(train_f)} tracks x {epochs} epochs)")
+    df = pd.DataFrame(table).T
+    print("\nALICE-like, MC test split, F1 in % (threshold: best F1 on validation; n-sigma: |n| < 3)")
+    print(df.round(2).to_string())
+
+
+def ams(out: Path, events: int, epochs: int, rows: int) -> None:
+    simulate_period(AMS, AmsSimConfig(), out / "ams", "P2026a", runs=2, events_per_run=events, seed=3)
+    ds = PreprocessedDataset(preprocess(dataset_for("ams", out / "ams"), cache_root=out / "cache").path)
+    mc_test, data_test = test_frames(ds, "phosphorus")
+    rows_out = {}
+    common = dict(epochs=epochs, batch_size=128, lr=1e-3, signal_fraction=0.5, max_train_rows=rows,
+                  max_eval_rows=rows // 2, early_stopping_patience=None)
+    for name, lam in (("MDA (lambda_max 0.5)", 0.5), ("MDA without adaptation", 0.0)):
+        model, cfg, secs = _train(ds, "mda", "phosphorus", lambda_max=lam, **common)
+        p_mc = core.predict_frame(model, "mda", mc_test, ds)
+        p_data = core.predict_frame(model, "mda", data_test, ds)
+        rows_out[name] = _ams_row(mc_test, data_test, p_mc["score"], p_data["score"],
+                                  domain_classifier_accuracy(p_mc["features"], p_data["features"]))
+        rows_out[name]["train s"] = secs
+    cut = L1ChargeCut(15)
+    rows_out["L1 charge |Q-15|<0.5"] = _ams_row(mc_test, data_test, cut.predict(mc_test), cut.predict(data_test),
+                                               float("nan"), fixed_cut=cut.threshold)
+    df = pd.DataFrame(rows_out).T
+    print("\nAMS-like P selection, test split; Data metrics use the hidden truth (evaluation only)")
+    print(df.round(4).to_string())
+
+
+def _ams_row(mc: pd.DataFrame, data: pd.DataFrame, s_mc: np.ndarray, s_data: np.ndarray, dom_acc: float,
+             fixed_cut: float | None = None) -> dict[str, float]:
+    y_mc, y_data = mc["y"].to_numpy(), data["y"].to_numpy()
+    cut = fixed_cut if fixed_cut is not None else threshold_at_efficiency(y_mc, s_mc, 0.9)
+    gap = efficiency_gap(y_mc, s_mc, y_data, s_data, cut)
+    rej = background_rejection(y_data, s_data, 0.9)
+    return {"rejection@90% (Data)": rej["rejection"], "bkg eff@90% (Data)": rej["background_efficiency"],
+            "eff MC": gap["efficiency_mc"], "eff Data": gap["efficiency_data"], "MC-Data gap": gap["gap"],
+            "domain acc": dom_acc}
+
+
+def moons() -> None:
+    res = []
+    for seed in range(5):
+        a, b = run_two_moons(0.0, seed=seed), run_two_moons(1.0, seed=seed)
+        res.append((a.target_accuracy, b.target_accuracy))
+    arr = np.asarray(res)
+    print("\nDANN two moons (150+150 points, noise 0.05, target rotated 35 deg), target accuracy, 5 seeds")
+    print(f"  source only: {arr[:, 0].mean():.3f} +- {arr[:, 0].std():.3f}")
+    print(f"  adapted:     {arr[:, 1].mean():.3f} +- {arr[:, 1].std():.3f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--smoke-test", action="store_true")
+    ap.add_argument("--out", default="/tmp/autopid-bench")
+    ap.add_argument("--only", choices=["alice", "ams", "moons"], default=None)
+    a = ap.parse_args()
+    out = Path(a.out)
+    events, epochs, rows = (3000, 1, 2000) if a.smoke_test else (50000, 4, 30000)
+    if a.only in (None, "moons"):
+        moons()
+    if a.only in (None, "alice"):
+        alice(out, events, epochs, rows)
+    if a.only in (None, "ams"):
+        ams(out, events, epochs, rows)
+
+
+if __name__ == "__main__":
+    main()
