@@ -162,6 +162,8 @@ def _manifest(cfg: DatasetConfig, key: str, inputs: list[tuple[str, str, Path, i
         "targets": list(cfg.targets),
         "kinematic": cfg.kinematic,
         "mda": cfg.mda.model_dump() if cfg.mda is not None else None,
+        "missing_rules": [r.model_dump(mode="json") for r in cfg.missing_rules],
+        "sentinels": list(cfg.sentinels),
         "species_counts": species_counts,
         "splits": splits,
         "entries": sum(st.entries for st in stats),
