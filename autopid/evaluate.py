@@ -25,12 +25,16 @@ Scorer = Callable[[pd.DataFrame], np.ndarray]
 DEFAULT_BINS = {"alice": [0.1, 0.5, 0.8, 1.5, 3.0, 10.0], "ams": [2.0, 5.0, 10.0, 30.0, 100.0, 2000.0]}
 
 
-def test_frames(ds: PreprocessedDataset, species: str, max_rows: int | None = None, seed: int = 0
+def held_out_frames(ds: PreprocessedDataset, species: str, max_rows: int | None = None, seed: int = 0
                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """MC test rows with ``y`` from MC truth; Data test rows with ``y`` from hidden truth."""
     codes = ds.species_codes(species)
     mc = ds.frame("test", "mc")
     mc["y"] = np.isin(mc["truth_label"], codes).astype(np.float32)
+    mc_truth = ds.evaluation_truth("test", "mc")
+    for col in mc_truth.columns:
+        if col.startswith("truth_") and col not in mc:
+            mc[col] = mc_truth[col].to_numpy()
     data = ds.frame("test", "data")
     hidden = ds.evaluation_truth("test", "data")
     if len(data):

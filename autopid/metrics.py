@@ -49,7 +49,9 @@ def threshold_at_efficiency(y: np.ndarray, score: np.ndarray, efficiency: float)
     sig = np.sort(np.asarray(score)[np.asarray(y).astype(bool)])
     if sig.size == 0:
         return float("nan")
-    return float(np.quantile(sig, 1.0 - efficiency, method="lower"))
+    # the highest cut that keeps at least the requested fraction of signal
+    k = min(max(int(np.ceil(efficiency * sig.size - 1e-9)), 1), sig.size)
+    return float(sig[sig.size - k])
 
 
 def background_rejection(y: np.ndarray, score: np.ndarray, efficiency: float) -> dict[str, float]:

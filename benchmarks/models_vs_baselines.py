@@ -16,7 +16,7 @@ import pandas as pd
 from autopid.baselines import L1ChargeCut, MLPImputation, NSigmaSelection, XGBoostBaseline
 from autopid.dann_toy import run_two_moons
 from autopid.data import PreprocessedDataset
-from autopid.evaluate import test_frames
+from autopid.evaluate import held_out_frames
 from autopid.metrics import (
     background_rejection,
     best_f1_threshold,
@@ -51,7 +51,7 @@ def alice(out: Path, events: int, epochs: int, rows: int) -> None:
         model, cfg, secs = _train(ds, "fse", species, **t)
         frames = core.load_frames(ds, species, cfg.training, with_data=False)
         train_f, val_f = frames.train, frames.validation
-        mc_test, _ = test_frames(ds, species)
+        mc_test, _ = held_out_frames(ds, species)
         y_tr, y_val = train_f["y"].to_numpy(), val_f["y"].to_numpy()
         scorers = {
             "FSE+attention": (lambda f: core.predict_frame(model, "fse", f, ds)["score"], None),
@@ -74,9 +74,9 @@ def alice(out: Path, events: int, epochs: int, rows: int) -> None:
 
 
 def ams(out: Path, events: int, epochs: int, rows: int) -> None:
-    simulate_period(AMS, AmsSimConfig(), out / "ams", "P2026a", runs=2, events_per_run=events, seed=3)
+    simulate_period(AMS, AmsSimConfig(), out / "ams", "P2026a", runs=2, events_per_run=3 * events, seed=3)
     ds = PreprocessedDataset(preprocess(dataset_for("ams", out / "ams"), cache_root=out / "cache").path)
-    mc_test, data_test = test_frames(ds, "phosphorus")
+    mc_test, data_test = held_out_frames(ds, "phosphorus")
     rows_out = {}
     common = dict(epochs=epochs, batch_size=128, lr=1e-3, signal_fraction=0.5, max_train_rows=rows,
                   max_eval_rows=rows // 2, early_stopping_patience=None)

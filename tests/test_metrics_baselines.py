@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from autopid.baselines import L1ChargeCut, MLPImputation, NSigmaSelection, XGBoostBaseline
+from autopid.data import PreprocessedDataset, sample_mc
+from autopid.evaluate import held_out_frames
+from autopid.metrics import (
+    background_rejection,
+    best_f1_threshold,
+    binned,
+    domain_classifier_accuracy,
+    efficiency_gap,
+    efficiency_purity_f1,
+    roc_auc,
+)
+from autopid.preprocess import PreprocessResult
+from autopid.train.config import TrainConfig
+from autopid.train.core import estimate_label_weights, predict_frame
+from autopid.train.fit import fit
+
+
+def test_metrics_on_known_numbers() -> None:
+    y = np.array([1, 1, 1, 1, 0, 0, 0, 0])
+    s = np.array([0.9, 0.8, 0.7, 0.2, 0.6, 0.3, 0.1, 0.05])
+    assert roc_auc(y, s) == pytest.approx(14 / 16)
+    m = efficiency_purity_f1(y, s, 0.5)
+    assert (m["efficiency"], m["purity"]) == (0.75, 0.75)
+    r = background_rejection(y, s, 0.75)
+    assert r["threshold"] == 0.7 and r["background_efficiency"] == 0.0
+    r = background_rejection(y, s, 1.0)
+    assert r["threshold"] == 0.2 and r["background_efficiency"] == 0.5 and r["rejection"] == 2.0
+    assert best_f1_threshold(y, s) in (0.7, 0.2)
+    bins = binned(roc_auc, y, s, np.array([0, 0, 1, 1, 0, 0, 1, 1.0]), [0, 0.5, 2])
+    assert [b["n"] for b in bins] == [4, 4]
+    gap = efficiency_gap(y, s, y, s - 0.25, 0.5)
+    assert gap["efficiency_mc"] == 0.75 and gap["efficiency_data"] == 0.5 and gap["gap"] == 0.25
+
+
+def test_domain_classifier_accuracy() -> None:
+    rng = np.random.default_rng(0)
+    same = domain_classifier_accuracy(rng.normal(size=(2000, 4)), rng.normal(size=(2000, 4)))
+    shifted = domain_classifier_accuracy(rng.normal(size=(2000, 4)), rng.normal(size=(2000, 4)) + 2.0)
+    assert abs(same - 0.5) < 0.05
+    assert shifted > 0.9
+
+
+def test_label_weights_recover_the_data_mix() -> None:
+    rng = np.random.default_rng(1)
+    y_val = (rng.random(20000) < 0.5).astype(int)
+    pred_val = np.where(rng.random(20000) < 0.9, y_val, 1 - y_val)  # a 90%-accurate classifier
+    y_data = (rng.random(20000) < 0.2).astype(int)
+    pred_data = np.where(rng.random(20000) < 0.9, y_data, 1 - y_data)
+    w = estimate_label_weights(y_val, pred_val, pred_data)
+    assert w == pytest.approx([0.8 / 0.5, 0.2 / 0.5], rel=0.05)
+
+
+def test_alice_baselines(alice_cache: PreprocessResult) -> None:
+    ds = PreprocessedDataset(alice_cache.path)
+    train = sample_mc(ds, "train", "kaon")
+    mc, data = held_out_frames(ds, "kaon")
+    y = train["y"].to_numpy()
+    nsig = NSigmaSelection("kaon").fit(train, y)
+    assert nsig.tpc_scale == pytest.approx(1.0, abs=0.02) and 0.04 < nsig.tpc_resolution < 0.09
+    results = {}
+    for name, model in {"nsigma": nsig, "xgb": XGBoostBaseline(ds.columns, n_estimators=100).fit(train, y),
+                        "mlp": MLPImputation(ds.normaliser, ds.columns, epochs=3).fit(train, y)}.items():
+        results[name] = roc_auc(mc["y"].to_numpy(), model.predict(mc))
+    assert results["xgb"] > 0.9 and results["mlp"] > 0.85 and results["nsigma"] > 0.8, results
+    f1 = efficiency_purity_f1(mc["y"].to_numpy(), nsig.predict(mc), nsig.threshold)
+    assert f1["efficiency"] > 0.6, f1
+    assert len(data) > 0 and set(np.unique(data["y"])) == {0.0, 1.0}
+
+
+def test_ams_l1_cut(ams_cache: PreprocessResult) -> None:
+    ds = PreprocessedDataset(ams_cache.path)
+    mc, _ = held_out_frames(ds, "phosphorus")
+    cut = L1ChargeCut(15)
+    score = cut.predict(mc)
+    sel = score >= cut.threshold
+    truth = mc["y"].to_numpy().astype(bool)
+    assert sel[truth].mean() > 0.8  # most P pass
+    frag = mc["truth_frag"].to_numpy() == 2
+    # sulfur fragmenting to P between L1 and L2 shows Z=16 in L1: the cut removes it
+    s_frag = frag & (mc["truth_label"].to_numpy() == 16)
+    assert s_frag.any() and sel[s_frag].mean() < 0.2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("family", "species", "floor"), [("fse", "kaon", 0.75), ("mda", "phosphorus", 0.75)])
+def test_short_training_beats_chance(alice_cache: PreprocessResult, ams_cache: PreprocessResult,
+                                     family: str, species: str, floor: float) -> None:
+    ds = PreprocessedDataset((alice_cache if family == "fse" else ams_cache).path)
+    cfg = TrainConfig.model_validate({
+        "dataset": "-", "species": species, "model": {"family": family},
+        "training": {"epochs": 3, "batch_size": 64, "lr": 1e-3, "max_train_rows": 3000, "max_eval_rows": 1500,
+                     "signal_fraction": 0.5, "lambda_max": 0.3 if family == "mda" else 0.0}})
+    model, state = fit(cfg, ds)
+    assert state.history[-1]["val_auc"] > floor, state.history
+    mc, _ = held_out_frames(ds, species, max_rows=3000)
+    assert roc_auc(mc["y"].to_numpy(), predict_frame(model, family, mc, ds)["score"]) > floor
