@@ -36,6 +36,17 @@ def run(args: argparse.Namespace) -> int:
     for s in summaries:
         best = next(v for k, v in s.items() if k.startswith("best_") and isinstance(v, float))
         print(f"{s['study']:<24}{s['trials']:>7}{s['stopped_early']:>9}{s['failed']:>8}{best:>16.4f}  {s['best_trial']}")
+    import pandas as pd
+
+    for s in summaries:
+        trials = pd.read_csv(os.path.join(os.path.dirname(s["best_config"]), "trials.csv"))
+        metric = next(c for c in trials.columns if c.startswith("best_"))
+        cols = [c for c in ("trial_id", "status", "epochs", metric, "val_auc", "domain_accuracy") if c in trials]
+        params = [c for c in trials.columns if c.startswith("param.")]
+        top = trials.sort_values(metric, ascending=False).head(5)[cols + params]
+        top.columns = [c.removeprefix("param.").split(".")[-1] for c in top.columns]
+        print(f"\nbest trials of {s['study']}:")
+        print(top.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     for s in summaries:
         print(f"{s['study']}: best model {s['best_model']}; best config {s['best_config']} "
               f"(autopid train --config ...); all trials in {os.path.dirname(s['best_config'])}/trials.csv")

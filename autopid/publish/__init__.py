@@ -4,38 +4,29 @@ validity, lookup by run, the promotion gate and batch inference with ONNX Runtim
     from autopid.publish import Registry, predict
     version = Registry().resolve("proton", run=567600)
     result = predict(version, "tracks.root")          # result.score, result.selected
+
+Names are imported on first use, so that inference does not load PyTorch.
 """
 
 from __future__ import annotations
 
-from autopid.publish.gate import DEFAULT_GUARDS, GateDecision, Guard, decide, evaluate_pair
-from autopid.publish.names import ModelId, check_name, parse_model_id
-from autopid.publish.onnx_export import ExportResult, export_model, write_export
-from autopid.publish.parity import ParityError, ParityReport
-from autopid.publish.predict import Prediction, Predictor, open_model, predict
-from autopid.publish.publisher import publish_model
-from autopid.publish.registry import ModelVersion, Registry, default_registry_root
+import importlib
+from typing import Any
 
-__all__ = [
-    "DEFAULT_GUARDS",
-    "ExportResult",
-    "GateDecision",
-    "Guard",
-    "ModelId",
-    "ModelVersion",
-    "ParityError",
-    "ParityReport",
-    "Prediction",
-    "Predictor",
-    "Registry",
-    "check_name",
-    "decide",
-    "default_registry_root",
-    "evaluate_pair",
-    "export_model",
-    "open_model",
-    "parse_model_id",
-    "predict",
-    "publish_model",
-    "write_export",
-]
+_WHERE = {
+    "DEFAULT_GUARDS": "gate", "GateDecision": "gate", "Guard": "gate", "decide": "gate", "evaluate_pair": "gate",
+    "ModelId": "names", "check_name": "names", "parse_model_id": "names",
+    "ExportResult": "onnx_export", "export_model": "onnx_export", "write_export": "onnx_export",
+    "ParityError": "parity", "ParityReport": "parity",
+    "Prediction": "predict", "Predictor": "predict", "open_model": "predict", "predict": "predict",
+    "publish_model": "publisher",
+    "ModelVersion": "registry", "Registry": "registry", "default_registry_root": "registry",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'autopid.publish' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"autopid.publish.{_WHERE[name]}"), name)

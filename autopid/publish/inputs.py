@@ -25,13 +25,10 @@ from autopid.config.dataset import Cut
 from autopid.errors import InputError
 from autopid.features import Normaliser
 from autopid.preprocess._chunk import cut_mask
-
-PREPROCESSING_FILE = "preprocessing.json"
-SCALING_FILE = "scaling_params.json"
-COLUMNS_FILE = "columns_for_training.json"
+from autopid.publish.files import COLUMNS_FILE, PREPROCESSING_FILE, SCALING_FILE
 
 
-def _cache_config(ds: Any) -> dict[str, Any]:
+def cache_config(ds: Any) -> dict[str, Any]:
     """The resolved dataset config the cache entry was built from (``config.yaml``), if any."""
     import yaml
 
@@ -56,7 +53,7 @@ def model_input_columns(ds: Any, family: str) -> list[str]:
 def preprocessing_spec(ds: Any, family: str) -> dict[str, Any]:
     """What inference needs to read raw inputs like preprocessing did (``preprocessing.json``)."""
     m = ds.manifest
-    cfg = _cache_config(ds)
+    cfg = cache_config(ds)
     trees = sorted({i["tree"] for i in m.get("inputs", [])})
     columns = model_input_columns(ds, family)
     used = set(columns)
@@ -67,7 +64,7 @@ def preprocessing_spec(ds: Any, family: str) -> dict[str, Any]:
         "family": family,
         "experiment": m.get("experiment"),
         "dataset": m.get("dataset"),
-        "tree": trees[0] if len(trees) == 1 else (trees[0] if trees else None),
+        "tree": trees[0] if trees else None,
         "run_branch": cfg.get("run_branch", "run"),
         "event_branch": cfg.get("event_branch", "event"),
         "columns": columns,

@@ -42,13 +42,21 @@ from torch import nn
 
 from autopid.errors import AutopidError, ConfigError
 from autopid.models.mda_branches import NUM_EDGE_TYPES, TrackerGNN
+from autopid.publish.files import (
+    COLUMNS_FILE,
+    EXPORT_INFO_FILE,
+    FSE_INPUTS,
+    MDA_INPUTS,
+    MODEL_FILE,
+    OUTPUT,
+    PREPROCESSING_FILE,
+    SCALING_FILE,
+    SOURCE_MODEL_FILE,
+    THRESHOLDS_FILE,
+)
 from autopid.train import core
 
 OPSET = 18
-MODEL_FILE = "model.onnx"
-FSE_INPUTS = ("features",)
-MDA_INPUTS = ("x", "edge_index", "edge_type", "batch", "image", "rigidity", "tof")
-OUTPUT = "probability"
 
 
 def without_domain_head(model: nn.Module, payload: Mapping[str, Any], ds: Any) -> nn.Module:
@@ -252,9 +260,6 @@ def onnx_io(family: str, n_columns: int) -> dict[str, Any]:
 
 # -- the whole export: files, parity, thresholds ---------------------------------------------
 
-EXPORT_INFO_FILE = "export.json"
-SOURCE_MODEL_FILE = "model.pt"
-
 
 def write_json(path: str | Path, obj: Any) -> None:
     """Write JSON and fsync it (the directory is renamed into place afterwards)."""
@@ -294,7 +299,7 @@ def write_export(model_path: str | Path, ds: Any, directory: str | Path, *, tole
     from autopid.provenance import package_versions, sha256_file
     from autopid.publish import inputs, parity
     from autopid.publish.evaluation import choose_thresholds
-    from autopid.publish.predict import THRESHOLDS_FILE, Predictor
+    from autopid.publish.predict import Predictor
     from autopid.train import artifacts
 
     tol = parity.TOLERANCE if tolerance is None else float(tolerance)
@@ -307,9 +312,9 @@ def write_export(model_path: str | Path, ds: Any, directory: str | Path, *, tole
     spec = inputs.preprocessing_spec(ds, family)
     index = {c: i for i, c in enumerate(ds.normaliser.columns)}
     scaling = [[c, float(ds.normaliser.mean[index[c]]), float(ds.normaliser.std[index[c]])] for c in spec["columns"]]
-    write_json(directory / inputs.COLUMNS_FILE, spec["columns"])
-    write_json(directory / inputs.SCALING_FILE, scaling)
-    write_json(directory / inputs.PREPROCESSING_FILE, spec)
+    write_json(directory / COLUMNS_FILE, spec["columns"])
+    write_json(directory / SCALING_FILE, scaling)
+    write_json(directory / PREPROCESSING_FILE, spec)
     shutil.copyfile(model_path, directory / SOURCE_MODEL_FILE)
 
     module = fse_module(model, payload, ds, spec) if family == "fse" else mda_module(model, payload, ds)

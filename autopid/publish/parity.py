@@ -184,7 +184,7 @@ def example_inputs(family: str, ds: Any, spec: dict[str, Any], rows: int = 16, s
         x = np.array(sample[spec["columns"]].to_numpy(np.float32)[:rows], copy=True)
         return (torch.from_numpy(x),)
     from autopid.data import MDADataset, mda_dataloader
-    from autopid.publish.onnx_export import MDA_INPUTS
+    from autopid.publish.files import MDA_INPUTS
 
     sample = mda_sample(ds, 1, seed).iloc[:rows].reset_index(drop=True)
     batch = next(iter(mda_dataloader(MDADataset(sample, ds), batch_size=rows, shuffle=False)))

@@ -29,9 +29,8 @@ import pandas as pd
 
 from autopid.errors import ConfigError, InputError
 from autopid.publish import inputs
-from autopid.publish.onnx_export import MDA_INPUTS, MODEL_FILE
+from autopid.publish.files import MDA_INPUTS, MODEL_FILE, THRESHOLDS_FILE
 
-THRESHOLDS_FILE = "thresholds.json"
 DEFAULT_BATCH = 65_536
 
 

@@ -18,14 +18,16 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autopid._logging import get_logger
-from autopid.data import PreprocessedDataset
 from autopid.errors import ConfigError, InputError
 from autopid.provenance import git_revision, package_versions
 from autopid.publish.names import check_name
 from autopid.publish.registry import ModelVersion, Registry, check_validity
+
+if TYPE_CHECKING:
+    from autopid.data import PreprocessedDataset
 
 _log = get_logger(__name__)
 _RUN_IN_NAME = re.compile(r"run[_-]?(\d+)", re.IGNORECASE)
@@ -102,6 +104,8 @@ def find_dataset(source: ModelSource, cache_key: str, cache: str | Path | None =
     for c in candidates:
         m = read_manifest(c)
         if m is not None and m.get("key") == cache_key:
+            from autopid.data import PreprocessedDataset
+
             return PreprocessedDataset(c)
     if cache is not None:
         raise ConfigError(f"{cache}: not the cache entry {source.model} was trained on (key {cache_key[:16]})")
@@ -114,10 +118,10 @@ def period_runs(ds: PreprocessedDataset, period: str) -> tuple[int, int]:
     named after the period): the run branch of each file, else ``run<N>`` in its name."""
     import numpy as np
 
-    from autopid.publish.inputs import _cache_config
+    from autopid.publish.inputs import cache_config
 
     check_name(period, "period")
-    run_branch = _cache_config(ds).get("run_branch", "run")
+    run_branch = cache_config(ds).get("run_branch", "run")
     inputs = [i for i in ds.manifest.get("inputs", []) if period in Path(i["path"]).parts]
     if not inputs:
         seen = sorted({Path(i["path"]).parts[-3] for i in ds.manifest.get("inputs", []) if len(Path(i["path"]).parts) > 2})
@@ -171,7 +175,8 @@ def publish_model(path: str | Path, *, species: str, period: str | None = None, 
                   max_eval_rows: int | None = 200_000, threads: int | None = 1) -> ModelVersion:
     """Export, check, evaluate and publish a trained model; returns the new version."""
     from autopid.publish.evaluation import held_out_metrics
-    from autopid.publish.onnx_export import EXPORT_INFO_FILE, write_export
+    from autopid.publish.files import EXPORT_INFO_FILE
+    from autopid.publish.onnx_export import write_export
     from autopid.publish.predict import Predictor
     from autopid.train import artifacts
 

@@ -85,6 +85,8 @@ def make_trainer(cfg: TrainConfig, cache_path: str | Path, *, storage_path: str 
             checkpoint_config=ray.train.CheckpointConfig(
                 num_to_keep=3, checkpoint_score_attribute="objective", checkpoint_score_order="max"),
             callbacks=callbacks or [],
+            # Train's per-report INFO lines would bury the progress table
+            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
         ),
     )
 
