@@ -422,3 +422,26 @@ def test_predict_in_batches_on_a_new_simulated_period(tmp_path: Path, fse_export
     small = predict(fse_export.directory, path, batch_size=64, threads=1)
     big = predict(fse_export.directory, path, threads=1)
     assert len(small.score) == 500 and np.abs(small.score - big.score).max() <= 1e-6
+
+
+def test_find_model_in_run_study_and_search_directories(fse_pt: Path, alice_ds: PreprocessedDataset,
+                                                        tmp_path: Path) -> None:
+    from autopid.publish.publisher import find_dataset, find_model
+
+    run = find_model(fse_pt.parent)
+    assert run.model == fse_pt and run.config == fse_pt.parent / "config.yaml" and run.cache == alice_ds.path
+    search = tmp_path / "search"
+    for name in ("proton-LHC26a", "proton-LHC26b", "kaon-LHC26a"):
+        study = search / "studies" / name
+        study.mkdir(parents=True)
+        (study / "best_model.pt").write_bytes(fse_pt.read_bytes())
+        (study / "best_config.yaml").write_text((fse_pt.parent / "config.yaml").read_text())
+        (study / "summary.json").write_text(json.dumps({"cache": str(alice_ds.path)}))
+    found = find_model(search, "proton", "LHC26b")
+    assert found.directory.name == "proton-LHC26b" and found.config.name == "best_config.yaml"
+    with pytest.raises(ConfigError, match="pick one study"):
+        find_model(search, "proton")
+    key = alice_ds.manifest["key"]
+    assert find_dataset(found, key).path == alice_ds.path
+    with pytest.raises(ConfigError, match="cannot find its preprocessing cache"):
+        find_dataset(find_model(tmp_path / "search" / "studies" / "kaon-LHC26a" / "best_model.pt"), "0" * 64)

@@ -33,8 +33,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     pub.add_argument("--runs", default=None, metavar="FIRST-LAST", help="validity run range (overrides the period's)")
     pub.add_argument("--cache", default=None, metavar="ENTRY", help="preprocessing cache entry the model was trained on "
                      "(default: found from the run directory or the cache root)")
-    pub.add_argument("--baseline-metrics", default=None, metavar="JSON", help="baseline metrics to record next to the model's")
-    pub.add_argument("--tolerance", type=float, default=None, help="ONNX vs PyTorch parity tolerance (default: 1e-5)")
+    pub.add_argument("--baseline-metrics", default=None, metavar="JSON",
+                     help="baseline metrics to record next to the model's")
+    pub.add_argument("--tolerance", type=float, default=None,
+                     help="ONNX vs PyTorch parity tolerance (default: 1e-5)")
     pub.add_argument("--max-eval-rows", type=int, default=200_000, help="rows per domain for the test metrics")
     pub.set_defaults(func=run_publish)
 
@@ -107,16 +109,20 @@ def run_show(args: argparse.Namespace) -> int:
         print(json.dumps({**m, "revoked": v.revoked}, indent=1))
         return 0
     first, last = v.runs
-    print(f"{v.id}  ({'REVOKED ' + str(v.revoked.get('revoked')) + ': ' + str(v.revoked.get('reason', '')) if v.revoked else 'active'})")
+    status = f"REVOKED {v.revoked.get('revoked')}: {v.revoked.get('reason', '')}" if v.revoked else "active"
+    print(f"{v.id}  ({status})")
     print(f"  path:       {v.path}")
     print(f"  family:     {m.get('family')}   created {m.get('created')}   replaces {m.get('replaces') or '-'}")
     print(f"  validity:   runs {first}-{last}; periods {', '.join(v.periods) or '-'}")
     td = m.get("training_data", {})
-    print(f"  trained on: {td.get('dataset')} cache {str(td.get('cache_key'))[:16]} ({len(td.get('inputs', []))} input files)")
-    print(f"  config:     sha256 {str(m.get('config', {}).get('sha256'))[:16]} ({m.get('config', {}).get('source')})")
+    n_inputs = len(td.get("inputs", []))
+    print(f"  trained on: {td.get('dataset')} cache {str(td.get('cache_key'))[:16]} ({n_inputs} input files)")
+    cfg = m.get("config", {})
+    print(f"  config:     sha256 {str(cfg.get('sha256'))[:16]} ({cfg.get('source')})")
     print(f"  git:        {m.get('git_revision')}")
     t = m.get("thresholds", {})
-    print(f"  thresholds: best F1 {t.get('best_f1')}, 90% efficiency {t.get('efficiency_90')} (default {t.get('default')})")
+    print(f"  thresholds: best F1 {t.get('best_f1')}, 90% efficiency {t.get('efficiency_90')} "
+          f"(default {t.get('default')})")
     for dom in ("mc", "data"):
         d = m.get("metrics", {}).get(dom)
         if d:

@@ -241,7 +241,28 @@ def export_onnx(module: nn.Module, example: tuple[torch.Tensor, ...], path: str 
                               output_names=[OUTPUT], dynamic_axes=axes, do_constant_folding=True)
     except Exception as exc:
         raise AutopidError(f"{path}: ONNX export of the {family} model failed ({type(exc).__name__}: {exc})") from exc
-    Path(path).write_bytes(buf.getvalue())
+    Path(path).write_bytes(_relax_if_shapes(buf.getvalue()))
+
+
+def _relax_if_shapes(model_bytes: bytes) -> bytes:
+    """Drop the (wrong, rank-1) shapes the exporter declares on the outputs of the ``If``
+    branches it wraps around ``ScatterElements``; ONNX Runtime warns about them on every run."""
+    import onnx
+
+    model = onnx.load_from_string(model_bytes)
+    changed = False
+    for node in model.graph.node:
+        if node.op_type != "If":
+            continue
+        for attr in node.attribute:
+            if attr.name in ("then_branch", "else_branch"):
+                for out in attr.g.output:
+                    out.type.tensor_type.ClearField("shape")
+                    changed = True
+    if not changed:
+        return model_bytes
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
 
 
 def onnx_io(family: str, n_columns: int) -> dict[str, Any]:

@@ -44,7 +44,6 @@ def make_session(path: str | Path, threads: int | None = None) -> Any:
             raise ConfigError(f"threads must be at least 1, got {threads}")
         so.intra_op_num_threads = int(threads)
     so.inter_op_num_threads = 1
-    so.log_severity_level = 3  # the If nodes of ScatterElements warn about shapes at level 2
     try:
         return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
     except Exception as exc:

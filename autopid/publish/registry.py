@@ -345,7 +345,7 @@ class Registry:
             raise InputError(f"{src}: no files to publish")
         sdir.mkdir(parents=True, exist_ok=True)
         self._clean_stale(sdir)
-        staging = sdir / version_dir(max(self._version_numbers(sdir), default=0) + 1)
+        staging = sdir / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
         staging.mkdir()
         try:
             sums = {}
