@@ -25,7 +25,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    from autopid.cli import models, predict, preprocess, search, simulate, train
+    from autopid.cli import models, predict, preprocess, report, retrain, scheduler, search, simulate, train
 
     common = argparse.ArgumentParser(add_help=False)
     g = common.add_argument_group("output")
@@ -40,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"autopid {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for module in (simulate, preprocess, train, search, models, predict):
+    for module in (simulate, preprocess, train, search, models, predict, report, retrain, scheduler):
         module.register(sub, common)
     return parser
 

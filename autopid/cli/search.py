@@ -6,6 +6,8 @@ import argparse
 import os
 from typing import Any
 
+from autopid.cli._metrics import add_metrics_args, metrics_endpoint
+
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("search", parents=[common], help="hyperparameter search: Ray Tune + Optuna (TPE) + ASHA",
@@ -22,15 +24,17 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
     p.add_argument("--scheduler", default=os.environ.get("DASK_SCHEDULER_ADDRESS"),
                    help="Dask distributed scheduler for preprocessing (default: local threads)")
+    add_metrics_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from autopid.search.runner import run_search
 
-    search_dir, summaries = run_search(
-        args.space, resume_dir=args.resume, out_dir=args.out, species=args.species, period=args.period,
-        address=args.address, storage=args.storage, scheduler_address=args.scheduler)
+    with metrics_endpoint(args):
+        search_dir, summaries = run_search(
+            args.space, resume_dir=args.resume, out_dir=args.out, species=args.species, period=args.period,
+            address=args.address, storage=args.storage, scheduler_address=args.scheduler)
     print(f"\nsearch directory: {search_dir}")
     print(f"{'study':<24}{'trials':>7}{'stopped':>9}{'failed':>8}{'best objective':>16}  best trial")
     for s in summaries:

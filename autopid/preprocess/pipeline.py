@@ -18,6 +18,7 @@ from autopid._logging import get_logger, progress_enabled
 from autopid.config.dataset import DatasetConfig
 from autopid.errors import InputError
 from autopid.features import expand_columns, finish_stats
+from autopid.monitoring import metrics
 from autopid.preprocess import cache as _cache
 from autopid.preprocess._chunk import ChunkStats, ChunkTask, chunk_branches, process_chunk
 from autopid.preprocess._read import BranchInfo, branch_info, expand_files, open_tree
@@ -201,7 +202,9 @@ def preprocess(
     final = root / f"{cfg.name}-{key[:16]}"
     manifest = _cache.read_manifest(final)
     if manifest is not None and not force:
+        metrics.CACHE_HITS.labels(cfg.experiment, cfg.name).inc()
         return PreprocessResult(final, True, manifest, time.perf_counter() - t0)
+    metrics.CACHE_MISSES.labels(cfg.experiment, cfg.name).inc()
 
     staging = _cache.staging_dir(root, key)
     try:
@@ -224,4 +227,8 @@ def preprocess(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return PreprocessResult(path, False, manifest, time.perf_counter() - t0)
+    seconds = time.perf_counter() - t0
+    entries = sum(st.entries for st in stats)
+    metrics.PREPROCESS_EVENTS.labels(cfg.experiment, cfg.name).inc(entries)
+    metrics.PREPROCESS_RATE.labels(cfg.experiment, cfg.name).set(entries / max(seconds, 1e-9))
+    return PreprocessResult(path, False, manifest, seconds)

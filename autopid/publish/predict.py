@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +29,9 @@ import numpy as np
 import pandas as pd
 
 from autopid.errors import ConfigError, InputError
+from autopid.monitoring import metrics
 from autopid.publish import inputs
-from autopid.publish.files import MDA_INPUTS, MODEL_FILE, THRESHOLDS_FILE
+from autopid.publish.files import EXPORT_INFO_FILE, MDA_INPUTS, MODEL_FILE, THRESHOLDS_FILE
 
 DEFAULT_BATCH = 65_536
 
@@ -91,6 +93,7 @@ class Predictor:
                 raise InputError(f"{tpath}: not valid JSON ({exc})") from exc
             self.threshold = float(self.thresholds[self.thresholds.get("default", "best_f1")])
         self.session = make_session(self.directory / MODEL_FILE, threads)
+        self._labels = (str(self.spec.get("experiment") or "other"), _species_of(self.directory), self.family)
 
     # -- scoring -----------------------------------------------------------------------
     def score_matrix(self, x: np.ndarray, batch_size: int = DEFAULT_BATCH) -> np.ndarray:
@@ -143,14 +146,26 @@ class Predictor:
             raise ConfigError(f"batch size must be at least 1, got {batch_size}")
         scores: list[np.ndarray] = []
         extras: dict[str, list[np.ndarray]] = {}
+        latency = metrics.INFERENCE_LATENCY.labels(*self._labels)
+        tracks = metrics.INFERENCE_TRACKS.labels(*self._labels)
         for cols, extra in self._chunks(data, tree, batch_size):
+            t0 = time.perf_counter()
             scores.append(self.score_columns(cols, batch_size))
+            latency.observe(time.perf_counter() - t0)
+            tracks.inc(len(scores[-1]))
             for k, v in extra.items():
                 extras.setdefault(k, []).append(v)
         score = np.concatenate(scores) if scores else np.zeros(0, np.float32)
         cut = self.threshold if threshold is None else float(threshold)
         selected = score >= cut if cut is not None else np.zeros(len(score), dtype=bool)
         return Prediction(score, selected, cut, {k: np.concatenate(v) for k, v in extras.items()})
+
+
+def _species_of(directory: Path) -> str:
+    try:
+        return str(json.loads((directory / EXPORT_INFO_FILE).read_text(encoding="utf-8"))["species"])
+    except (OSError, ValueError, KeyError):
+        return "unknown"
 
 
 def open_model(model: Any, *, registry: Any = None, threads: int | None = None) -> Predictor:

@@ -172,8 +172,12 @@ def _baseline(baseline: str | Path | dict[str, Any] | None) -> dict[str, Any] | 
 def publish_model(path: str | Path, *, species: str, period: str | None = None, runs: tuple[int, int] | None = None,
                   registry: Registry | str | Path | None = None, cache: str | Path | None = None,
                   baseline_metrics: str | Path | dict[str, Any] | None = None, tolerance: float | None = None,
-                  max_eval_rows: int | None = 200_000, threads: int | None = 1) -> ModelVersion:
-    """Export, check, evaluate and publish a trained model; returns the new version."""
+                  max_eval_rows: int | None = 200_000, threads: int | None = 1,
+                  extra_metadata: dict[str, Any] | None = None) -> ModelVersion:
+    """Export, check, evaluate and publish a trained model; returns the new version.
+
+    ``extra_metadata`` is recorded under its own keys (e.g. ``retrain``: the job, period
+    and run that published it, so that a retried run can find its own publication)."""
     from autopid.publish.evaluation import held_out_metrics
     from autopid.publish.files import EXPORT_INFO_FILE
     from autopid.publish.onnx_export import write_export
@@ -216,6 +220,7 @@ def publish_model(path: str | Path, *, species: str, period: str | None = None, 
             "metrics": metrics, "baseline_metrics": _baseline(baseline_metrics),
             "git_revision": git_revision(), "versions": package_versions(),
             "host": platform.node(), "user": os.environ.get("USER", ""),
+            **(extra_metadata or {}),
         })
         version = reg.publish(work, meta)
     finally:

@@ -130,7 +130,8 @@ def _trial_table(results: Any, max_epochs: int, metric: str) -> pd.DataFrame:
 
 
 def _run_study(space: SearchSpace, study: Study, search_dir: Path, storage_url: str, *,
-               scheduler_address: str | None, resume: bool) -> dict[str, Any]:
+               scheduler_address: str | None, resume: bool,
+               warm_start: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     import optuna
     import ray
     from ray import tune
@@ -151,9 +152,7 @@ def _run_study(space: SearchSpace, study: Study, search_dir: Path, storage_url: 
     ctx = {"space": space.model_dump(mode="json"), "study": study.model_dump(mode="json"),
            "cache_path": str(prep.path), "train_dir": str((sdir / "train").resolve())}
     s = base.scaling
-    cpus = ray.cluster_resources().get("CPU", 1.0)
-    per_trial = s.num_workers * s.cpus_per_worker
-    concurrent = space.budget.max_concurrent or max(1, int(cpus // per_trial))
+    concurrent = space.budget.max_concurrent or _max_concurrent(ray.cluster_resources(), base)
     # the trial actor only drives its trainer: no CPU, so the workers can have them all
     trainable = tune.with_resources(tune.with_parameters(_trial, context=ctx), {"cpu": 0, "memory": 1024})
     tune_dir = (sdir / "tune").resolve()
@@ -169,6 +168,8 @@ def _run_study(space: SearchSpace, study: Study, search_dir: Path, storage_url: 
             sampler=optuna.samplers.TPESampler(seed=space.seed),
             storage=optuna.storages.RDBStorage(storage_url),
             study_name=f"{space.name}-{name}",
+            # warm start: these configurations are tried first (Optuna enqueue_trial)
+            points_to_evaluate=list(warm_start) if warm_start else None,
         )
         tuner = tune.Tuner(
             trainable,
@@ -180,7 +181,8 @@ def _run_study(space: SearchSpace, study: Study, search_dir: Path, storage_url: 
                 num_samples=space.budget.num_samples, max_concurrent_trials=concurrent,
                 time_budget_s=space.budget.time_budget_s),
             run_config=tune.RunConfig(name="experiment", storage_path=str(tune_dir), verbose=1,
-                                      failure_config=tune.FailureConfig(max_failures=1)),
+                                      failure_config=tune.FailureConfig(max_failures=1),
+                                      callbacks=[_metrics_callback(base, study, prep.manifest, metric, mode)]),
         )
     results = tuner.fit()
     wall = time.perf_counter() - t0
@@ -216,6 +218,28 @@ def _run_study(space: SearchSpace, study: Study, search_dir: Path, storage_url: 
     return summary
 
 
+def _max_concurrent(resources: dict[str, float], cfg: TrainConfig) -> int:
+    """Trials that fit at once in what the cluster reports (a GPU fraction per worker
+    lets several small trials share one GPU)."""
+    s = cfg.scaling
+    fits = int(resources.get("CPU", 1.0) // (s.num_workers * s.cpus_per_worker))
+    if s.use_gpu:
+        fits = min(fits, int(resources.get("GPU", 0.0) // (s.num_workers * s.gpus_per_worker)))
+        if fits < 1:
+            raise AutopidError(f"the trials ask for {s.num_workers} x {s.gpus_per_worker} GPU but the Ray "
+                               f"cluster has {resources.get('GPU', 0.0):g}")
+    return max(1, fits)
+
+
+def _metrics_callback(base: TrainConfig, study: Study, manifest: dict[str, Any], metric: str,
+                      mode: str) -> Any:
+    from autopid.monitoring.tune_callback import MetricsCallback
+
+    labels = {"experiment": str(manifest.get("experiment") or "other"), "species": study.species,
+              "period": study.period, "model": base.model.family}
+    return MetricsCallback(labels, base.training.epochs, metric, mode)
+
+
 def _isnan(v: Any) -> bool:
     return isinstance(v, float) and math.isnan(v)
 
@@ -234,8 +258,12 @@ def run_search(
     address: str | None = None,
     storage: str | None = None,
     scheduler_address: str | None = None,
+    warm_start: list[dict[str, Any]] | None = None,
 ) -> tuple[Path, list[dict[str, Any]]]:
-    """Run (or resume) a search; returns the search directory and one summary per study."""
+    """Run (or resume) a search; returns the search directory and one summary per study.
+
+    ``warm_start``: parameter values (keys of the space's ``params``) evaluated first in
+    every new study, e.g. the best configurations of the model now serving."""
     from autopid.train.ray_train import init_ray
 
     if resume_dir is not None:
@@ -267,7 +295,7 @@ def run_search(
     init_ray(address)
     summaries = [
         _run_study(space, study, search_dir, storage, scheduler_address=scheduler_address,
-                   resume=resume_dir is not None)
+                   resume=resume_dir is not None, warm_start=warm_start)
         for study in studies
     ]
     return search_dir, summaries

@@ -33,13 +33,17 @@ class TrainingSpec(StrictModel):
     early_stopping_patience: int | None = Field(default=5, ge=1)
     seed: int = 0
     threads: int | None = Field(default=None, ge=1, description="torch threads per worker (default: the worker's CPUs)")
+    mixed_precision: bool = Field(
+        default=False, description="bfloat16 autocast on CUDA (no effect on CPU); measured slower for the "
+        "default FSE sizes and 1.15x faster for MDA on an H100 (benchmarks/gpu_training.py)")
 
 
 class ScalingSpec(StrictModel):
     num_workers: int = Field(default=1, ge=1)
     use_gpu: bool = False
     cpus_per_worker: float = Field(default=1.0, gt=0)
-    gpus_per_worker: float = Field(default=1.0, ge=0)
+    gpus_per_worker: float = Field(default=1.0, gt=0, le=1,
+                                   description="a fraction lets several small trials share one GPU")
 
 
 class TrainConfig(StrictModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, is_dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -125,9 +125,12 @@ def train_epoch(
     lambda_max: float,
     label_weights: np.ndarray | None = None,
     device: torch.device | None = None,
+    mixed_precision: bool = False,
 ) -> dict[str, float]:
-    """One pass over ``loader``; returns mean losses, the last lambda and the events seen."""
+    """One pass over ``loader``; returns mean losses, the last lambda and the events seen.
+    ``mixed_precision`` autocasts to bfloat16 on CUDA (no loss scaling needed for bf16)."""
     device = device or torch.device("cpu")
+    amp = mixed_precision and device.type == "cuda"
     model.train()
     bce = nn.functional.binary_cross_entropy_with_logits
     totals = {"loss": 0.0, "loss_class": 0.0, "loss_domain": 0.0}
@@ -136,7 +139,9 @@ def train_epoch(
     for step, batch in enumerate(loader):
         batch = to_device(batch, device)
         lam = dann_lambda((epoch + step / max(steps_per_epoch, 1)) / epochs, lambda_max)
-        out = forward(model, family, batch, lam)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+            out = forward(model, family, batch, lam)
+        out = _float32(out)
         y, has, dom = _get(batch, "y"), _get(batch, "has_label"), _get(batch, "domain")
         loss_cls = bce(out.logits[has], y[has]) if has.any() else out.logits.sum() * 0.0
         loss = loss_cls
@@ -160,11 +165,24 @@ def train_epoch(
     return out_
 
 
+def _device_of(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def _float32(out: Any) -> Any:
+    """Losses in float32 whatever precision the forward pass ran in."""
+    if not is_dataclass(out):
+        return out
+    return replace(out, **{f.name: v.float() for f in fields(out)
+                           if isinstance(v := getattr(out, f.name), torch.Tensor) and v.is_floating_point()})
+
+
 @torch.no_grad()
 def predict(model: nn.Module, family: str, loader: Iterable[Any], device: torch.device | None = None
             ) -> dict[str, np.ndarray]:
     """Probabilities, pooled features and attention weights, in loader order."""
-    device = device or torch.device("cpu")
+    device = device or _device_of(model)
     model.eval()
     scores, feats, att = [], [], []
     for batch in loader:

@@ -85,7 +85,7 @@ def fit(
         weights = np.asarray(state.label_weights) if state.label_weights is not None else None
         stats = core.train_epoch(model, family, loader, opt, epoch=epoch, epochs=t.epochs,
                                  steps_per_epoch=steps, lambda_max=t.lambda_max, label_weights=weights,
-                                 device=device)
+                                 device=device, mixed_precision=t.mixed_precision)
         train_seconds = time.perf_counter() - t0
         sched.step()
         metrics = core.validation_metrics(_unwrap(model), family, frames, ds, seed=t.seed)

@@ -112,4 +112,5 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if address:
         ray.init(address=address, logging_level=logging.WARNING)
     else:
-        ray.init(num_cpus=num_cpus, logging_level=logging.WARNING, include_dashboard=None)
+        # "local": a new instance of our own, never a cluster that `ray start` left on this machine
+        ray.init(address="local", num_cpus=num_cpus, logging_level=logging.WARNING, include_dashboard=None)

@@ -1,0 +1,267 @@
+"""Retraining state in a real database (SQLAlchemy Core): SQLite by default, any URL.
+
+One row per (job, period) in ``retrain_runs`` carries the run's status, its lease, the
+attempts, timings, the candidate, the decision and the last error; ``retrain_events``
+keeps every step of every attempt (the lineage a person reads).
+
+Statuses: ``pending`` (seen, or waiting for a retry at ``next_attempt_at``), ``running``
+(owned while ``lease_expires_at`` is in the future), and the final ``succeeded``
+(published), ``rejected`` (the gate kept the serving model) and ``failed`` (gave up
+after ``max_attempts``).
+
+Mutual exclusion is a lease taken by one conditional UPDATE in a transaction::
+
+    UPDATE retrain_runs SET status='running', owner=:me, lease_expires_at=:now+:lease, attempts=attempts+1
+    WHERE job=:job AND period=:period AND
+          ((status='pending' AND (next_attempt_at IS NULL OR next_attempt_at <= :now))
+           OR (status='running' AND lease_expires_at < :now))
+
+and a rowcount of 1 means this scheduler owns the run. The database serialises the two
+UPDATEs of two schedulers, so only one sees the row in a claimable state. Every later
+write is fenced by ``owner = :me AND status = 'running'``, so a scheduler that lost its
+lease (paused past the expiry, then taken over) cannot overwrite the new owner's work.
+Times are UNIX seconds from the clock of the scheduler that writes them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (Column, Float, Integer, MetaData, String, Table, Text, UniqueConstraint, and_, create_engine,
+                        event, insert, or_, select, update)
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from autopid._logging import get_logger
+from autopid.errors import AutopidError, ConfigError
+
+_log = get_logger(__name__)
+
+PENDING, RUNNING, SUCCEEDED, REJECTED, FAILED = "pending", "running", "succeeded", "rejected", "failed"
+FINAL = (SUCCEEDED, REJECTED, FAILED)
+
+metadata = MetaData()
+
+runs = Table(
+    "retrain_runs", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job", String(128), nullable=False),
+    Column("period", String(64), nullable=False),
+    Column("status", String(16), nullable=False, default=PENDING),
+    Column("step", String(32), nullable=True),  # last finished step: preprocessed, searched, evaluated, published
+    Column("owner", String(128), nullable=True),
+    Column("lease_expires_at", Float, nullable=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", Float, nullable=True),
+    Column("first_seen_at", Float, nullable=False),
+    Column("started_at", Float, nullable=True),
+    Column("finished_at", Float, nullable=True),
+    Column("timings", Text, nullable=True),  # JSON: seconds per step of the last attempt
+    Column("candidate", Text, nullable=True),  # the candidate's search study and export directory
+    Column("serving", String(128), nullable=True),  # the model id it was compared with
+    Column("published", String(128), nullable=True),  # the model id it became
+    Column("decision", Text, nullable=True),  # JSON: the gate's decision with its numbers
+    Column("error", Text, nullable=True),
+    UniqueConstraint("job", "period", name="uq_retrain_job_period"),
+)
+
+events = Table(
+    "retrain_events", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job", String(128), nullable=False),
+    Column("period", String(64), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("owner", String(128), nullable=True),
+    Column("attempt", Integer, nullable=True),
+    Column("kind", String(32), nullable=False),
+    Column("message", Text, nullable=False),
+)
+
+
+class LeaseLost(AutopidError):
+    """Another scheduler owns the run now: stop without writing anything more."""
+
+
+@dataclass(frozen=True)
+class RunRow:
+    job: str
+    period: str
+    status: str
+    step: str | None
+    owner: str | None
+    lease_expires_at: float | None
+    attempts: int
+    next_attempt_at: float | None
+    first_seen_at: float
+    started_at: float | None
+    finished_at: float | None
+    timings: dict[str, float]
+    candidate: str | None
+    serving: str | None
+    published: str | None
+    decision: dict[str, Any] | None
+    error: str | None
+
+
+def _row(r: Any) -> RunRow:
+    m = r._mapping
+    return RunRow(m["job"], m["period"], m["status"], m["step"], m["owner"], m["lease_expires_at"], m["attempts"],
+                  m["next_attempt_at"], m["first_seen_at"], m["started_at"], m["finished_at"],
+                  json.loads(m["timings"]) if m["timings"] else {}, m["candidate"], m["serving"], m["published"],
+                  json.loads(m["decision"]) if m["decision"] else None, m["error"])
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite gets a busy timeout (writers wait instead of failing)
+    and its parent directory is created."""
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        from pathlib import Path
+
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        engine = create_engine(url, connect_args={"timeout": 60} if url.startswith("sqlite") else {})
+    except (SQLAlchemyError, ImportError, ValueError) as exc:
+        raise ConfigError(f"state database {url!r}: {exc}") from exc
+    if url.startswith("sqlite"):
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            # WAL: readers (scheduler status) do not block the writer
+            dbapi_conn.execute("PRAGMA journal_mode=WAL")
+            dbapi_conn.execute("PRAGMA busy_timeout=60000")
+    return engine
+
+
+class StateStore:
+    """The state database of one or more jobs."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        try:
+            metadata.create_all(self.engine)
+        except SQLAlchemyError as exc:
+            raise AutopidError(f"state database {url!r}: cannot create the tables ({exc})") from exc
+
+    # -- reading ---------------------------------------------------------------------------
+    def get(self, job: str, period: str) -> RunRow | None:
+        with self.engine.connect() as con:
+            r = con.execute(select(runs).where(runs.c.job == job, runs.c.period == period)).first()
+        return _row(r) if r is not None else None
+
+    def all_runs(self, job: str | None = None) -> list[RunRow]:
+        q = select(runs).order_by(runs.c.job, runs.c.period)
+        if job is not None:
+            q = q.where(runs.c.job == job)
+        with self.engine.connect() as con:
+            return [_row(r) for r in con.execute(q)]
+
+    def events(self, job: str | None = None, period: str | None = None) -> list[dict[str, Any]]:
+        q = select(events).order_by(events.c.id)
+        if job is not None:
+            q = q.where(events.c.job == job)
+        if period is not None:
+            q = q.where(events.c.period == period)
+        with self.engine.connect() as con:
+            return [dict(r._mapping) for r in con.execute(q)]
+
+    # -- writing ---------------------------------------------------------------------------
+    def log(self, job: str, period: str, kind: str, message: str, *, owner: str | None = None,
+            attempt: int | None = None) -> None:
+        with self.engine.begin() as con:
+            con.execute(insert(events).values(job=job, period=period, at=time.time(), owner=owner, attempt=attempt,
+                                              kind=kind, message=message))
+
+    def seen(self, job: str, period: str) -> bool:
+        """Record a complete period (once); True if it was new."""
+        try:
+            with self.engine.begin() as con:
+                con.execute(insert(runs).values(job=job, period=period, status=PENDING, attempts=0,
+                                                first_seen_at=time.time()))
+        except IntegrityError:
+            return False
+        self.log(job, period, "seen", "complete period detected")
+        return True
+
+    def claim(self, job: str, period: str, owner: str, lease_s: float) -> RunRow | None:
+        """Take the run if it is due or its lease expired; None if someone else has it,
+        it is waiting for a retry, or it is finished."""
+        now = time.time()
+        claimable = and_(runs.c.job == job, runs.c.period == period, or_(
+            and_(runs.c.status == PENDING, or_(runs.c.next_attempt_at.is_(None), runs.c.next_attempt_at <= now)),
+            and_(runs.c.status == RUNNING, runs.c.lease_expires_at < now)))
+        with self.engine.begin() as con:
+            before = con.execute(select(runs.c.status, runs.c.owner).where(
+                runs.c.job == job, runs.c.period == period)).first()
+            res = con.execute(update(runs).where(claimable).values(
+                status=RUNNING, owner=owner, lease_expires_at=now + lease_s, attempts=runs.c.attempts + 1,
+                started_at=now, next_attempt_at=None))
+            if res.rowcount != 1:
+                return None
+            row = _row(con.execute(select(runs).where(runs.c.job == job, runs.c.period == period)).one())
+        took_over = before is not None and before[0] == RUNNING
+        self.log(job, period, "takeover" if took_over else "claimed",
+                 (f"lease of {before[1]} expired; taken over" if took_over else "claimed")
+                 + f" (attempt {row.attempts})", owner=owner, attempt=row.attempts)
+        return row
+
+    def _fenced(self, job: str, period: str, me: str, **values: Any) -> None:
+        with self.engine.begin() as con:
+            res = con.execute(update(runs).where(runs.c.job == job, runs.c.period == period, runs.c.owner == me,
+                                                 runs.c.status == RUNNING).values(**values))
+        if res.rowcount != 1:
+            raise LeaseLost(f"{job}/{period}: the lease of {me} was lost (another scheduler took the run over)")
+
+    def renew(self, job: str, period: str, owner: str, lease_s: float) -> None:
+        """Extend the lease; raises :class:`LeaseLost` if this owner no longer holds it."""
+        self._fenced(job, period, owner, lease_expires_at=time.time() + lease_s)
+
+    def record(self, job: str, period: str, me: str, **values: Any) -> None:
+        """Record progress (``step``, ``candidate``, ``serving``, ``timings``...) as the owner ``me``."""
+        for key in ("timings", "decision"):
+            if key in values and not isinstance(values[key], (str, type(None))):
+                values[key] = json.dumps(values[key], sort_keys=True)
+        self._fenced(job, period, me, **values)
+
+    def finish(self, job: str, period: str, owner: str, status: str, *, decision: dict[str, Any] | None,
+               published: str | None, timings: dict[str, float], message: str) -> None:
+        if status not in (SUCCEEDED, REJECTED):
+            raise ValueError(status)
+        self.record(job, period, owner, status=status, decision=decision, published=published, timings=timings,
+                    finished_at=time.time(), lease_expires_at=None, error=None)
+        self.log(job, period, status, message, owner=owner)
+
+    def reset(self, job: str, period: str, who: str) -> bool:
+        """Make a failed run due again (after a person fixed its cause); True if it was failed."""
+        with self.engine.begin() as con:
+            res = con.execute(update(runs).where(runs.c.job == job, runs.c.period == period,
+                                                 runs.c.status == FAILED).values(
+                status=PENDING, attempts=0, next_attempt_at=None, owner=None, lease_expires_at=None,
+                finished_at=None))
+        if res.rowcount != 1:
+            return False
+        self.log(job, period, "reset", f"failed run made due again by {who}", owner=who)
+        return True
+
+    def release(self, job: str, period: str, owner: str, message: str) -> None:
+        """Give the run back untouched (a clean stop): due again at once, attempt not counted."""
+        self.record(job, period, owner, status=PENDING, owner=None, lease_expires_at=None,
+                    attempts=runs.c.attempts - 1)
+        self.log(job, period, "released", message, owner=owner)
+
+    def fail(self, job: str, period: str, owner: str, error: str, *, attempts: int, max_attempts: int,
+             delay_s: float) -> str:
+        """Record a failed attempt: retry after ``delay_s`` or, at the limit, mark failed."""
+        final = attempts >= max_attempts
+        values: dict[str, Any] = {"error": error, "lease_expires_at": None}
+        if final:
+            values.update(status=FAILED, finished_at=time.time())
+        else:
+            values.update(status=PENDING, next_attempt_at=time.time() + delay_s)
+        self.record(job, period, owner, **values)
+        msg = (f"attempt {attempts} failed; giving up after {max_attempts} attempts: {error}" if final
+               else f"attempt {attempts} failed; retry in {delay_s:.3g} s: {error}")
+        self.log(job, period, "failed" if final else "retry", msg, owner=owner, attempt=attempts)
+        return FAILED if final else PENDING
