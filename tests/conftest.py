@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from autopid.config.dataset import DatasetConfig
+from autopid.data import PreprocessedDataset
 from autopid.preprocess import PreprocessResult, preprocess
 from autopid.testing import dataset_for
 
@@ -55,3 +56,13 @@ def alice_cache(alice_cfg: DatasetConfig, cache_root: Path) -> PreprocessResult:
 @pytest.fixture(scope="session")
 def ams_cache(ams_cfg: DatasetConfig, cache_root: Path) -> PreprocessResult:
     return preprocess(ams_cfg, cache_root=cache_root)
+
+
+@pytest.fixture(scope="session")
+def alice_ds(alice_cache: PreprocessResult) -> PreprocessedDataset:
+    return PreprocessedDataset(alice_cache.path)
+
+
+@pytest.fixture(scope="session")
+def ams_ds(ams_cache: PreprocessResult) -> PreprocessedDataset:
+    return PreprocessedDataset(ams_cache.path)

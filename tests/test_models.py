@@ -11,18 +11,7 @@ from autopid.data.fse import to_pairs
 from autopid.data.mda import mda_dataloader
 from autopid.models import MDA, FSEAttention, dann_lambda, grad_reverse
 from autopid.models.mda import BRANCHES
-from autopid.preprocess import PreprocessResult
 from autopid.train.core import build_model
-
-
-@pytest.fixture(scope="module")
-def alice_ds(alice_cache: PreprocessResult) -> PreprocessedDataset:
-    return PreprocessedDataset(alice_cache.path)
-
-
-@pytest.fixture(scope="module")
-def ams_ds(ams_cache: PreprocessResult) -> PreprocessedDataset:
-    return PreprocessedDataset(ams_cache.path)
 
 
 def test_grad_reverse_flips_and_scales() -> None:

@@ -21,7 +21,6 @@ from autopid.data import PreprocessedDataset
 from autopid.data.dataset import SPLITS
 from autopid.errors import AutopidError, ConfigError, InputError
 from autopid.features import expand_columns
-from autopid.preprocess import PreprocessResult
 from autopid.publish import onnx_export, parity
 from autopid.publish.gate import decide, evaluate_pair
 from autopid.publish.onnx_export import ExportResult, export_model
@@ -53,16 +52,6 @@ def _train(ds: PreprocessedDataset, name: str, family: str, species: str, params
     (out / "config.yaml").write_text(dump_yaml(cfg))
     (out / "result.json").write_text(json.dumps({"cache": str(ds.path), "cache_key": ds.manifest["key"]}))
     return out / "model.pt"
-
-
-@pytest.fixture(scope="module")
-def alice_ds(alice_cache: PreprocessResult) -> PreprocessedDataset:
-    return PreprocessedDataset(alice_cache.path)
-
-
-@pytest.fixture(scope="module")
-def ams_ds(ams_cache: PreprocessResult) -> PreprocessedDataset:
-    return PreprocessedDataset(ams_cache.path)
 
 
 @pytest.fixture(scope="module")

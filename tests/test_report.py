@@ -22,7 +22,6 @@ from autopid.cli import main
 from autopid.config import dump_yaml
 from autopid.data import PreprocessedDataset
 from autopid.errors import ConfigError
-from autopid.preprocess import PreprocessResult
 from autopid.report import discover, make_report
 from autopid.report.evaluation import evaluate_source
 from autopid.train import artifacts, core
@@ -52,16 +51,6 @@ def _train_run(ds: PreprocessedDataset, family: str, species: str, params: dict,
     if metrics_csv:
         pd.DataFrame(state.history).to_csv(out / "metrics.csv", index=False)
     return out
-
-
-@pytest.fixture(scope="module")
-def alice_ds(alice_cache: PreprocessResult) -> PreprocessedDataset:
-    return PreprocessedDataset(alice_cache.path)
-
-
-@pytest.fixture(scope="module")
-def ams_ds(ams_cache: PreprocessResult) -> PreprocessedDataset:
-    return PreprocessedDataset(ams_cache.path)
 
 
 @pytest.fixture(scope="module")

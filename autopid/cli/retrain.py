@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 
@@ -30,6 +31,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--once", action="store_true", help="one pass: handle every new period, then exit "
                    "(without it, the job runs on its schedule like `autopid scheduler run`)")
     state_options(p)
+    p.add_argument("--address", default=None,
+                   help="Ray cluster address for the searches (default: $RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--pushgateway", default=os.environ.get("AUTOPID_PUSHGATEWAY"), metavar="HOST:PORT",
+                   help="push the metrics of this pass to a Prometheus Pushgateway at the end "
+                   "(default: $AUTOPID_PUSHGATEWAY, else none)")
     p.set_defaults(func=run)
 
 
@@ -40,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
     from autopid.retrain.scheduler import install_stop_handlers, run_scheduler
     from autopid.retrain.state import FAILED, PENDING, StateStore
 
+    if args.address:
+        os.environ["RAY_ADDRESS"] = args.address  # read by autopid.train.ray_train.init_ray
     job = with_overrides(load_job(args.job), args)
     store = StateStore(job.state_url())
     if args.once:
@@ -48,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
         stop = threading.Event()
         install_stop_handlers(stop)
         results = retrain_once(job, store, stop=stop)
+        from autopid.retrain.metrics import record_pass
+
+        record_pass(job, store, results)
     else:
         results = run_scheduler([job])
     handled = {r.period for r in results}
@@ -55,5 +66,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"job {job.name}: {len(results)} period(s) handled in this pass")
     if rows:
         print(decision_table(rows))
+    if args.pushgateway:
+        from autopid.monitoring import push
+
+        push(args.pushgateway, job="autopid_retrain", grouping={"retrain_job": job.name})
     # a failed attempt (retried later, or given up) is a failed command: a CronJob shows it
     return 1 if any(r.status in (FAILED, PENDING) for r in results) else 0

@@ -151,7 +151,6 @@ def _run_study(space: SearchSpace, study: Study, search_dir: Path, storage_url: 
     prep = prepare_data(base, scheduler_address)
     ctx = {"space": space.model_dump(mode="json"), "study": study.model_dump(mode="json"),
            "cache_path": str(prep.path), "train_dir": str((sdir / "train").resolve())}
-    s = base.scaling
     concurrent = space.budget.max_concurrent or _max_concurrent(ray.cluster_resources(), base)
     # the trial actor only drives its trainer: no CPU, so the workers can have them all
     trainable = tune.with_resources(tune.with_parameters(_trial, context=ctx), {"cpu": 0, "memory": 1024})
