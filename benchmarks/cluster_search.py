@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -62,9 +63,12 @@ def main() -> None:
         "params": {"training.lr": {"type": "loguniform", "low": 1e-4, "high": 3e-3}},
         "budget": {"num_samples": a.trials}, "scheduler": {"grace_period": 2, "reduction_factor": 2}}
     (out / "space.yaml").write_text(yaml.safe_dump(space))
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    # token authentication, one token for both nodes and the driver (as a real cluster would)
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
+           "RAY_AUTH_TOKEN": secrets.token_hex(16)}
     env.pop("RAY_ADDRESS", None)
-    _search(out / "space.yaml", out / "searches" / "warm", env, None)  # fills the preprocessing cache
+    if not (out / "cache").exists():
+        _search(out / "space.yaml", out / "searches" / "warm", env, None)  # fills the preprocessing cache
     one = _search(out / "space.yaml", out / "searches" / "one-node", env, None)
 
     port, temp = _port(), tempfile.mkdtemp(prefix="ray", dir="/tmp")
