@@ -37,5 +37,11 @@ def set_verbosity(level: int) -> None:
 
 
 def progress_enabled() -> bool:
-    """Progress bars follow verbosity: hidden with --quiet."""
-    return logging.getLogger(_ROOT).getEffectiveLevel() <= logging.INFO
+    """Progress bars follow verbosity (hidden with --quiet) and are drawn on a terminal only:
+    in a log file their redraws would be one long line of noise."""
+    if logging.getLogger(_ROOT).getEffectiveLevel() > logging.INFO:
+        return False
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # a closed or replaced stream
+        return False

@@ -2,6 +2,8 @@
 
 Scores are "higher = more signal-like". Background rejection is quoted as ``1/eps_B``
 (with ``eps_B`` given too) at a fixed signal efficiency.
+
+NumPy only at import (no scikit-learn): training processes import this module.
 """
 
 from __future__ import annotations
@@ -10,14 +12,34 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 
 def roc_auc(y: np.ndarray, score: np.ndarray) -> float:
-    y = np.asarray(y)
-    if len(np.unique(y)) < 2:
+    """Area under the ROC curve of binary labels ``y`` (the larger label is signal).
+
+    The Mann-Whitney statistic with tied scores given their average rank, which is the
+    trapezoidal ROC area (equal to ``sklearn.metrics.roc_auc_score``). NaN when ``y``
+    holds one class only.
+    """
+    y = np.asarray(y).reshape(-1)
+    score = np.asarray(score).reshape(-1)
+    if len(y) != len(score):
+        raise ValueError(f"y and score differ in length ({len(y)} vs {len(score)})")
+    classes = np.unique(y)
+    if len(classes) < 2:
         return float("nan")
-    return float(roc_auc_score(y, score))
+    if len(classes) > 2:
+        raise ValueError(f"roc_auc needs binary labels, got {len(classes)} classes")
+    if np.isnan(score.astype(np.float64)).any():
+        raise ValueError("score contains NaN")
+    pos = y == classes[1]
+    n_pos = int(pos.sum())
+    n_neg = len(y) - n_pos
+    _, inverse, counts = np.unique(score, return_inverse=True, return_counts=True)
+    # 1-based average rank of each distinct score: ties share the mean of their ranks
+    average_rank = np.cumsum(counts) - (counts - 1) / 2.0
+    rank_sum = float(average_rank[inverse.reshape(-1)][pos].sum())
+    return (rank_sum - n_pos * (n_pos + 1) / 2.0) / (float(n_pos) * float(n_neg))
 
 
 def efficiency_purity_f1(y: np.ndarray, score: np.ndarray, threshold: float) -> dict[str, float]:
@@ -85,25 +107,85 @@ def domain_classifier_accuracy(mc_features: np.ndarray, data_features: np.ndarra
     """Held-out accuracy of a small classifier telling Data from MC on frozen features.
 
     0.5 means the features cannot tell the domains apart. Both domains are subsampled to
-    the same size, so a constant guess scores 0.5.
+    the same size, so a constant guess scores 0.5. The classifier (standardised inputs,
+    one hidden layer of 32, Adam, full batch) trains on half of each domain, stops at its
+    best loss on a tenth of that half, and is scored on the other half. The same inputs
+    and ``seed`` give the same value; the caller's random state is left alone.
     """
-    from sklearn.model_selection import train_test_split
-    from sklearn.neural_network import MLPClassifier
-    from sklearn.preprocessing import StandardScaler
-
     rng = np.random.default_rng(seed)
     n = min(len(mc_features), len(data_features), max_rows)
     if n < 20:
         return float("nan")
-    a = mc_features[rng.choice(len(mc_features), n, replace=False)]
-    b = data_features[rng.choice(len(data_features), n, replace=False)]
-    x = np.nan_to_num(np.concatenate([a, b]).astype(np.float64))
+    a = np.asarray(mc_features)[rng.choice(len(mc_features), n, replace=False)]
+    b = np.asarray(data_features)[rng.choice(len(data_features), n, replace=False)]
+    x = np.nan_to_num(np.concatenate([a, b]).astype(np.float64)).reshape(2 * n, -1)
     d = np.r_[np.zeros(n), np.ones(n)]
-    x_tr, x_te, d_tr, d_te = train_test_split(x, d, test_size=0.5, random_state=seed, stratify=d)
-    scaler = StandardScaler().fit(x_tr)
-    clf = MLPClassifier(hidden_layer_sizes=(32,), max_iter=300, early_stopping=True, random_state=seed)
-    clf.fit(scaler.transform(x_tr), d_tr)
-    return float(clf.score(scaler.transform(x_te), d_te))
+    # stratified halves: each domain split the same way
+    train, test = [], []
+    for rows in (np.arange(n), np.arange(n, 2 * n)):
+        rows = rng.permutation(rows)
+        train.append(rows[: n // 2])
+        test.append(rows[n // 2 :])
+    tr, te = np.concatenate(train), np.concatenate(test)
+    mean, std = x[tr].mean(axis=0), x[tr].std(axis=0)
+    x = (x - mean) / np.where(std > 0, std, 1.0)
+    return _mlp_accuracy(x[tr], d[tr], x[te], d[te], rng)
+
+
+def _mlp_accuracy(x_tr: np.ndarray, d_tr: np.ndarray, x_te: np.ndarray, d_te: np.ndarray,
+                  rng: np.random.Generator, hidden: int = 32, steps: int = 300, lr: float = 1e-2,
+                  weight_decay: float = 1e-4) -> float:
+    """Test accuracy of a one-hidden-layer MLP trained with full-batch Adam in float64
+    (deterministic: its own seeded generator, one thread) with early stopping on 10% of
+    the training rows."""
+    import torch
+
+    order = rng.permutation(len(x_tr))
+    n_val = max(len(order) // 10, 1)
+    val, fit = order[:n_val], order[n_val:]
+    gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    dt = torch.float64
+    xf, df = torch.as_tensor(x_tr[fit], dtype=dt), torch.as_tensor(d_tr[fit], dtype=dt)
+    xv, dv = torch.as_tensor(x_tr[val], dtype=dt), torch.as_tensor(d_tr[val], dtype=dt)
+    xt = torch.as_tensor(x_te, dtype=dt)
+    f = x_tr.shape[1]
+    bound1, bound2 = (6.0 / (f + hidden)) ** 0.5, (6.0 / (hidden + 1)) ** 0.5  # Glorot uniform
+    params = [
+        ((torch.rand(f, hidden, generator=gen, dtype=dt) * 2 - 1) * bound1).requires_grad_(),
+        torch.zeros(hidden, dtype=dt, requires_grad=True),
+        ((torch.rand(hidden, generator=gen, dtype=dt) * 2 - 1) * bound2).requires_grad_(),
+        torch.zeros((), dtype=dt, requires_grad=True),
+    ]
+
+    def logits(x: torch.Tensor) -> torch.Tensor:
+        w1, b1, w2, b2 = params
+        return torch.relu(x @ w1 + b1) @ w2 + b2
+
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the same sums in the same order, whatever the machine
+    try:
+        opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        best, best_params, patience = float("inf"), [p.detach().clone() for p in params], 0
+        for _ in range(steps):
+            opt.zero_grad()
+            bce(logits(xf), df).backward()
+            opt.step()
+            with torch.no_grad():
+                v = float(bce(logits(xv), dv))
+            if v < best - 1e-6:
+                best, best_params, patience = v, [p.detach().clone() for p in params], 0
+            else:
+                patience += 1
+                if patience >= 30:
+                    break
+        with torch.no_grad():
+            for p, q in zip(params, best_params):
+                p.copy_(q)
+            pred = (logits(xt) > 0).to(dt)
+    finally:
+        torch.set_num_threads(threads)
+    return float((pred == torch.as_tensor(d_te, dtype=dt)).to(dt).mean())
 
 
 def efficiency_gap(y_mc: np.ndarray, score_mc: np.ndarray, y_data_hidden: np.ndarray, score_data: np.ndarray,

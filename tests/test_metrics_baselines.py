@@ -46,6 +46,49 @@ def test_domain_classifier_accuracy() -> None:
     assert shifted > 0.9
 
 
+def test_domain_classifier_accuracy_is_deterministic() -> None:
+    rng = np.random.default_rng(3)
+    mc, data = rng.normal(size=(1500, 8)), rng.normal(size=(900, 8)) + 0.4
+    np.random.seed(11)
+    before = np.random.random()
+    first = domain_classifier_accuracy(mc, data, seed=4)
+    assert domain_classifier_accuracy(mc, data, seed=4) == first
+    assert 0.55 < first < 0.85
+    assert np.isnan(domain_classifier_accuracy(mc[:10], data[:10]))  # too few rows
+    np.random.seed(11)
+    assert np.random.random() == before  # the global random state is not used
+
+
+@pytest.mark.parametrize("case", range(8))
+def test_roc_auc_equals_sklearn(case: int) -> None:
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(case)
+    n = int(rng.integers(2, 5000))
+    y = (rng.random(n) < rng.uniform(0.05, 0.95)).astype(int)
+    y[0], y[-1] = 0, 1
+    score = rng.normal(size=n) + y * rng.uniform(0, 2)
+    if case % 2:  # heavy ties, within and across classes
+        score = np.round(score, 1)
+    if case == 3:
+        score = rng.integers(0, 3, size=n).astype(np.float32)
+    if case == 5:
+        y = np.where(y == 1, 7.0, -2.0)  # any two labels: the larger is signal
+    assert roc_auc(y, score) == pytest.approx(roc_auc_score(y, score), abs=1e-12, rel=0)
+    assert roc_auc(y == y.max(), score) == pytest.approx(roc_auc_score(y == y.max(), score), abs=1e-12, rel=0)
+
+
+def test_roc_auc_edge_cases() -> None:
+    assert np.isnan(roc_auc(np.ones(5), np.arange(5.0)))
+    assert roc_auc([0, 1], [0.3, 0.3]) == 0.5
+    assert roc_auc([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4]) == 1.0
+    assert roc_auc([1, 1, 0, 0], [0.1, 0.2, 0.3, 0.4]) == 0.0
+    with pytest.raises(ValueError):
+        roc_auc([0, 1, 2], [0.1, 0.2, 0.3])
+    with pytest.raises(ValueError):
+        roc_auc([0, 1], [0.1, np.nan])
+
+
 def test_label_weights_recover_the_data_mix() -> None:
     rng = np.random.default_rng(1)
     y_val = (rng.random(20000) < 0.5).astype(int)

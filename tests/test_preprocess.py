@@ -125,7 +125,7 @@ def _assert_cache_clean(root: Path) -> None:
 
 
 def _one_mc_file(root: Path) -> Path:
-    return sorted(root.glob("*/mc/*.root"))[0]
+    return min(root.glob("*/mc/*.root"))
 
 
 def test_missing_file(alice_cfg: DatasetConfig, tmp_path: Path) -> None:

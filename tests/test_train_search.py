@@ -1,11 +1,7 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -137,53 +133,3 @@ def test_search_stops_early_and_writes_results(tmp_path: Path, dataset_yaml: Pat
     assert best.species == "proton" and best.period == "LHC26a"
     assert best.training.lr == pytest.approx(summary["best_params"]["training.lr"])
     assert (sdir / "best_model.pt").is_file()
-
-
-def _complete_trials(db: Path) -> int:
-    import sqlite3
-
-    if not db.exists():
-        return 0
-    try:
-        with sqlite3.connect(db) as con:
-            return con.execute("select count(*) from trials where state = 'COMPLETE'").fetchone()[0]
-    except sqlite3.Error:
-        return 0
-
-
-@pytest.mark.slow
-def test_resume_after_driver_is_killed(tmp_path: Path, dataset_yaml: Path) -> None:
-    import ray
-
-    ray.shutdown()
-    space = _write(tmp_path / "space.yaml", _space(tmp_path, dataset_yaml, budget={"num_samples": 4,
-                                                                                   "max_concurrent": 1}))
-    out = tmp_path / "search"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([EXE, "search", "--space", str(space), "--out", str(out), "-q"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.time() + 400
-        while _complete_trials(out / "optuna.db") < 1 and time.time() < deadline and proc.poll() is None:
-            time.sleep(1)
-        assert _complete_trials(out / "optuna.db") >= 1, "no trial finished before the deadline"
-        assert proc.poll() is None, "the search ended before it could be killed"
-        done_before = _complete_trials(out / "optuna.db")
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    finally:
-        _kill_group(proc.pid)
-    resumed = subprocess.run([EXE, "search", "--resume", str(out), "-q"], env=env, capture_output=True,
-                             text=True, timeout=600, start_new_session=True)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    trials = pd.read_csv(out / "studies" / "proton-LHC26a" / "trials.csv")
-    assert len(trials) == 4, trials  # the total asked for, not more
-    assert trials["trial_id"].is_unique
-    assert _complete_trials(out / "optuna.db") >= done_before
-
-
-def _kill_group(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass

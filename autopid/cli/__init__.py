@@ -27,22 +27,32 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     from autopid.cli import models, predict, preprocess, report, retrain, scheduler, search, simulate, train
 
+    # the output options work before or after the command: the command's copies default to
+    # SUPPRESS so that they never overwrite what was given before it
     common = argparse.ArgumentParser(add_help=False)
-    g = common.add_argument_group("output")
-    g.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
-    g.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only, no progress bars")
-    g.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    _output_options(common, argparse.SUPPRESS)
     parser = _Parser(
         prog="autopid",
         description="Automated ML particle identification: simulate, preprocess, train, search, publish. "
-        "Output options (-v, -q, --debug) go after the command.",
+        "Output options (-v, -q, --debug) go before or after the command.",
     )
     parser.add_argument("--version", action="version", version=f"autopid {__version__}")
+    _output_options(parser, None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for module in (simulate, preprocess, train, search, models, predict, report, retrain, scheduler):
         module.register(sub, common)
     return parser
+
+
+def _output_options(p: argparse.ArgumentParser, default: object) -> None:
+    g = p.add_argument_group("output")
+    g.add_argument("-v", "--verbose", action="count", default=0 if default is None else default,
+                   help="more log output (for search: Ray's and Tune's logs on the console too)")
+    g.add_argument("-q", "--quiet", action="store_true", default=False if default is None else default,
+                   help="warnings and errors only, no progress bars")
+    g.add_argument("--debug", action="store_true", default=False if default is None else default,
+                   help="show the traceback of an error")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,8 +11,9 @@ from autopid.cli._metrics import add_metrics_args, metrics_endpoint
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("search", parents=[common], help="hyperparameter search: Ray Tune + Optuna (TPE) + ASHA",
-                       description="Search a YAML space, one study per (species, period), each trial a Ray Train "
-                       "run. --resume continues a killed search without re-running finished trials.")
+                       description="Search a YAML space, one study per (species, period). --resume continues a "
+                       "search stopped by Ctrl-C, a crash or a stall: finished trials are kept, trials cut short "
+                       "continue from their last epoch. One search at a time per directory.")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--space", help="search space YAML (see search_spaces/)")
     g.add_argument("--resume", metavar="DIR", help="continue the search in DIR")
@@ -29,29 +30,17 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from autopid.search.runner import run_search
+    from autopid.search.console import final_table
+    from autopid.search.runner import SearchIncomplete, run_search
 
     with metrics_endpoint(args):
-        search_dir, summaries = run_search(
-            args.space, resume_dir=args.resume, out_dir=args.out, species=args.species, period=args.period,
-            address=args.address, storage=args.storage, scheduler_address=args.scheduler)
-    print(f"\nsearch directory: {search_dir}")
-    print(f"{'study':<24}{'trials':>7}{'stopped':>9}{'failed':>8}{'best objective':>16}  best trial")
-    for s in summaries:
-        best = next(v for k, v in s.items() if k.startswith("best_") and isinstance(v, float))
-        print(f"{s['study']:<24}{s['trials']:>7}{s['stopped_early']:>9}{s['failed']:>8}{best:>16.4f}  {s['best_trial']}")
-    import pandas as pd
-
-    for s in summaries:
-        trials = pd.read_csv(os.path.join(os.path.dirname(s["best_config"]), "trials.csv"))
-        metric = next(c for c in trials.columns if c.startswith("best_"))
-        cols = [c for c in ("trial_id", "status", "epochs", metric, "val_auc", "domain_accuracy") if c in trials]
-        params = [c for c in trials.columns if c.startswith("param.")]
-        top = trials.sort_values(metric, ascending=False).head(5)[cols + params]
-        top.columns = [c.removeprefix("param.").split(".")[-1] for c in top.columns]
-        print(f"\nbest trials of {s['study']}:")
-        print(top.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    for s in summaries:
-        print(f"{s['study']}: best model {s['best_model']}; best config {s['best_config']} "
-              f"(autopid train --config ...); all trials in {os.path.dirname(s['best_config'])}/trials.csv")
+        try:
+            search_dir, summaries = run_search(
+                args.space, resume_dir=args.resume, out_dir=args.out, species=args.species, period=args.period,
+                address=args.address, storage=args.storage, scheduler_address=args.scheduler,
+                verbose=args.verbose > 0)
+        except SearchIncomplete as exc:
+            print(final_table(exc.summaries, exc.search_dir))
+            raise
+    print(final_table(summaries, search_dir))
     return 0

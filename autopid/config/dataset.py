@@ -22,7 +22,7 @@ Transform = Literal["signed_log", "inverse"]
 class Source(StrictModel):
     domain: Literal["mc", "data"] = Field(description="MC (labelled, source) or Data (target)")
     files: list[str] = Field(min_length=1, description="paths or globs; relative to the working directory")
-    tree: str = Field(description="TTree name inside each file")
+    tree: str = Field(description="TTree or RNTuple name inside each file")
 
 
 class Cut(StrictModel):
@@ -127,7 +127,7 @@ class DatasetConfig(StrictModel):
     kinematic: str | None = Field(default=None, description="feature used for binned metrics (p, rigidity)")
     split: Split = Field(default_factory=Split)
     normalisation_domains: list[Literal["mc", "data"]] = Field(default_factory=lambda: ["mc"])
-    chunk_size: int = Field(default=200_000, gt=0, description="entries per Dask task")
+    chunk_size: int = Field(default=200_000, gt=0, description="entries read at a time (one Dask task per file)")
     mda: MdaLayout | None = None
 
     @model_validator(mode="after")

@@ -1,26 +1,34 @@
 """AMS-like events as multimodal inputs for the MDA model.
 
-Per event: a hit graph (PyTorch Geometric ``Data``: one node per hit of a track, layer
-and side; edges layer-to-layer along a track and side, X-to-Y within a layer, and
-main-to-second track within a layer and side), the cluster-count image, and the
-rigidity and TOF vectors (with presence flags), plus the labels.
+Per event: a hit graph (one node per hit of a track, layer and side; edges
+layer-to-layer along a track and side, X-to-Y within a layer, and main-to-second track
+within a layer and side), the cluster-count image, and the rigidity and TOF vectors
+(with presence flags), plus the labels.
+
+The graphs of all events are built once, with NumPy, when the dataset is made: node
+features and edges are stored flat, with per-event offsets. :func:`mda_dataloader`
+collates batches by index arrays straight into a PyTorch Geometric ``Batch``; no
+per-event Python object is made while training.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import Dataset
-from torch_geometric.data import Data
-from torch_geometric.loader import DataLoader
+from torch.utils.data import Dataset, Subset
+from torch_geometric.data import Batch, Data
 
 from autopid.data.dataset import PreprocessedDataset
 from autopid.errors import ConfigError
 
 NODE_FEATURES = ("position", "charge", "has_charge", "layer_z", "side", "track")
+# the class Batch.from_data_list gives for Data objects; made here directly (type.__call__
+# is what Batch's metaclass ends with, after working out this class on every call)
+_DATA_BATCH = type(Batch())
 
 
 def _vector(frame: pd.DataFrame, ds: PreprocessedDataset, branches: list[str]) -> np.ndarray:
@@ -38,8 +46,28 @@ def _array(frame: pd.DataFrame, ds: PreprocessedDataset, branch: str, layers: li
     return np.take(x, [layer - 1 for layer in layers], axis=layer_axis + 1)
 
 
+def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """``concatenate([arange(s, s + c) for s, c in zip(starts, counts)])`` without a loop."""
+    total = int(counts.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    first = np.cumsum(counts) - counts  # where each range begins in the output
+    return np.repeat(starts - first, counts) + np.arange(total, dtype=np.int64)
+
+
+def _offsets(counts: np.ndarray) -> np.ndarray:
+    ptr = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=ptr[1:])
+    return ptr
+
+
 class MDADataset(Dataset[Data]):
-    """Graphs built once per event from a frame of the cache (MC and/or Data rows)."""
+    """Graphs of all events, built once from a frame of the cache (MC and/or Data rows).
+
+    ``node_x [nodes, 6]`` and ``node_ptr [N + 1]`` hold the nodes of all events,
+    ``edge_index [2, edges]`` (numbered within each event), ``edge_type [edges]`` and
+    ``edge_ptr [N + 1]`` their edges; event ``i`` owns ``node_ptr[i]:node_ptr[i + 1]``.
+    """
 
     def __init__(self, frame: pd.DataFrame, ds: PreprocessedDataset) -> None:
         layout: dict[str, Any] | None = ds.manifest.get("mda")
@@ -68,6 +96,59 @@ class MDADataset(Dataset[Data]):
         self.has_label = np.isfinite(y)
         self.y = np.nan_to_num(y, nan=0.0)
         self.domain = frame["domain"].to_numpy(np.float32, copy=True) if "domain" in frame else np.zeros(n, np.float32)
+        self._build_graphs()
+
+    def _build_graphs(self) -> None:
+        """Nodes and edges of every event at once.
+
+        Nodes of an event are its hits in (track, layer, side) order. Edges come per event
+        as layer-to-layer (by track, side, layer), X-to-Y (by track, layer), main-to-second
+        track (by layer, side), then the same edges reversed: the order
+        :meth:`graph` has always used.
+        """
+        hit = self.hit  # [N, T, L, S]
+        n, tracks = hit.shape[0], hit.shape[1]
+        ev, t_idx, l_idx, s_idx = np.nonzero(hit)
+        n_nodes = len(ev)
+        self.node_count = np.bincount(ev, minlength=n).astype(np.int64)
+        self.node_ptr = _offsets(self.node_count)
+        self.node_x = np.stack([
+            self.pos[hit], self.charge[hit], self.has_charge[hit].astype(np.float32),
+            self.layer_z[l_idx], s_idx.astype(np.float32), t_idx.astype(np.float32),
+        ], axis=1).astype(np.float32)
+        node = np.full(hit.shape, -1, dtype=np.int64)
+        node[hit] = np.arange(n_nodes, dtype=np.int64)
+        # layer-to-layer: consecutive present layers of one (event, track, side); a missing
+        # hit does not cut the track
+        along = hit.transpose(0, 1, 3, 2)  # [N, T, S, L]
+        chain = node.transpose(0, 1, 3, 2)[along]
+        e0, t0, s0, _ = np.nonzero(along)
+        group = (e0 * tracks + t0) * hit.shape[3] + s0
+        same = group[1:] == group[:-1]
+        src, dst, owner = [chain[:-1][same]], [chain[1:][same]], [e0[:-1][same]]
+        kind = [np.zeros(int(same.sum()), np.int64)]
+        # X-to-Y within a layer
+        xy = hit[..., 0] & hit[..., 1]  # [N, T, L]
+        src.append(node[..., 0][xy])
+        dst.append(node[..., 1][xy])
+        kind.append(np.ones(int(xy.sum()), np.int64))
+        owner.append(np.nonzero(xy)[0])
+        if tracks > 1:  # main-to-second track within a layer and side
+            tt = hit[:, 0] & hit[:, 1]  # [N, L, S]
+            src.append(node[:, 0][tt])
+            dst.append(node[:, 1][tt])
+            kind.append(np.full(int(tt.sum()), 2, np.int64))
+            owner.append(np.nonzero(tt)[0])
+        s_all, d_all, k_all, o_all = (np.concatenate(a) for a in (src, dst, kind, owner))
+        # per event: the forward edges (kinds in order), then the same edges reversed
+        key = np.concatenate([2 * o_all, 2 * o_all + 1])
+        order = np.argsort(key, kind="stable")
+        owner_e = np.concatenate([o_all, o_all])[order]
+        self.edge_index = np.stack([np.concatenate([s_all, d_all])[order], np.concatenate([d_all, s_all])[order]])
+        self.edge_index -= self.node_ptr[owner_e]  # numbered within the event
+        self.edge_type = np.concatenate([k_all, k_all])[order]
+        self.edge_count = np.bincount(owner_e, minlength=n).astype(np.int64)
+        self.edge_ptr = _offsets(self.edge_count)
 
     def __len__(self) -> int:
         return len(self.y)
@@ -79,38 +160,15 @@ class MDADataset(Dataset[Data]):
     def graph(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Node features ``[nodes, 6]``, edge index ``[2, edges]`` and edge type ``[edges]``
         (0 layer-to-layer, 1 X-to-Y, 2 main-to-second track) of event ``i``."""
-        hit = self.hit[i]  # [T, L, S]
-        node = np.full(hit.shape, -1, dtype=np.int64)
-        node[hit] = np.arange(int(hit.sum()))
-        t_idx, l_idx, s_idx = np.nonzero(hit)
-        x = np.stack([
-            self.pos[i][hit], self.charge[i][hit], self.has_charge[i][hit].astype(np.float32),
-            self.layer_z[l_idx], s_idx.astype(np.float32), t_idx.astype(np.float32),
-        ], axis=1).astype(np.float32)
-        src: list[np.ndarray] = []
-        dst: list[np.ndarray] = []
-        kind: list[np.ndarray] = []
-
-        def add(a: np.ndarray, b: np.ndarray, k: int) -> None:
-            src.append(a)
-            dst.append(b)
-            kind.append(np.full(len(a), k, dtype=np.int64))
-
-        for t in range(hit.shape[0]):
-            for s in range(hit.shape[2]):
-                chain = node[t, :, s][hit[t, :, s]]  # next present layer: a missing hit does not cut the track
-                add(chain[:-1], chain[1:], 0)
-        xy = hit[:, :, 0] & hit[:, :, 1]
-        add(node[:, :, 0][xy], node[:, :, 1][xy], 1)
-        if hit.shape[0] > 1:
-            tt = hit[0] & hit[1]
-            add(node[0][tt], node[1][tt], 2)
-        s_all, d_all, k_all = np.concatenate(src), np.concatenate(dst), np.concatenate(kind)
-        edges = np.stack([np.concatenate([s_all, d_all]), np.concatenate([d_all, s_all])])
-        return x, edges, np.concatenate([k_all, k_all])
+        i = range(len(self))[i]  # negative indices, bounds
+        n0, n1 = self.node_ptr[i], self.node_ptr[i + 1]
+        e0, e1 = self.edge_ptr[i], self.edge_ptr[i + 1]
+        return self.node_x[n0:n1].copy(), self.edge_index[:, e0:e1].copy(), self.edge_type[e0:e1].copy()
 
     def __getitem__(self, i: int) -> Data:  # type: ignore[override]
+        """One event as a PyG ``Data`` (the batches of :func:`mda_dataloader` do not use it)."""
         x, edges, edge_type = self.graph(i)
+        i = range(len(self))[i]
         return Data(
             x=torch.from_numpy(x),
             edge_index=torch.from_numpy(edges),
@@ -123,9 +181,93 @@ class MDADataset(Dataset[Data]):
             has_label=torch.tensor([bool(self.has_label[i])]),
         )
 
+    def batch(self, index: Sequence[int] | np.ndarray) -> Batch:
+        """The events ``index`` collated into one PyG ``Batch``, as
+        ``Batch.from_data_list([self[i] for i in index])`` would, without the ``Data`` objects."""
+        idx = np.asarray(index, dtype=np.int64).reshape(-1)
+        b = len(idx)
+        n_nodes = self.node_count[idx]
+        n_edges = self.edge_count[idx]
+        ptr = _offsets(n_nodes)
+        eptr = _offsets(n_edges)
+        node_sel = _ranges(self.node_ptr[idx], n_nodes)
+        edge_sel = _ranges(self.edge_ptr[idx], n_edges)
+        # np.take keeps [2, E] row-major (fancy indexing on axis 1 would not: slow message passing)
+        edge_index = np.take(self.edge_index, edge_sel, axis=1)
+        edge_index += np.repeat(ptr[:-1], n_edges)
+        graphs = torch.arange(b + 1)
+        zeros = torch.zeros(b, dtype=torch.long)
+        t_ptr, t_eptr = torch.from_numpy(ptr), torch.from_numpy(eptr)
+        out = type.__call__(
+            _DATA_BATCH,
+            x=torch.from_numpy(self.node_x[node_sel]),
+            edge_index=torch.from_numpy(edge_index),
+            edge_type=torch.from_numpy(self.edge_type[edge_sel]),
+            image=torch.from_numpy(self.image[idx]),
+            rigidity=torch.from_numpy(self.rigidity[idx]),
+            tof=torch.from_numpy(self.tof[idx]),
+            y=torch.from_numpy(self.y[idx]),
+            domain=torch.from_numpy(self.domain[idx]),
+            has_label=torch.from_numpy(self.has_label[idx]),
+            batch=torch.from_numpy(np.repeat(np.arange(b, dtype=np.int64), n_nodes)),
+            ptr=t_ptr,
+        )
+        # what Batch.from_data_list records, so get_example / to_data_list keep working
+        out._num_graphs = b
+        out._slice_dict = {"x": t_ptr, "edge_index": t_eptr, "edge_type": t_eptr, "image": graphs,
+                           "rigidity": graphs, "tof": graphs, "y": graphs, "domain": graphs, "has_label": graphs}
+        out._inc_dict = {k: zeros for k in out._slice_dict}
+        out._inc_dict["edge_index"] = t_ptr[:-1]
+        return out
 
-def mda_dataloader(dataset: MDADataset, *, batch_size: int = 128, shuffle: bool = True, seed: int = 0) -> DataLoader:
-    """PyG batches: ``x``, ``edge_index``, ``batch`` plus ``image [B,1,L,S]``,
-    ``rigidity [B,R]``, ``tof [B,K]``, ``y``, ``domain``, ``has_label [B]``."""
+
+class MDALoader:
+    """Batches of an :class:`MDADataset` by index arrays; a new (seeded) order on each pass
+    when shuffling, as a ``torch.utils.data.DataLoader`` with a generator gives."""
+
+    def __init__(self, dataset: MDADataset, indices: np.ndarray, *, batch_size: int, shuffle: bool,
+                 generator: torch.Generator) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.dataset = dataset
+        self.indices = indices
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.generator = generator
+
+    def __len__(self) -> int:
+        return -(-len(self.indices) // self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        idx = self.indices
+        if self.shuffle:
+            idx = idx[torch.randperm(len(idx), generator=self.generator).numpy()]
+        for start in range(0, len(idx), self.batch_size):
+            yield self.dataset.batch(idx[start : start + self.batch_size])
+
+
+def _resolve(dataset: Any) -> tuple[MDADataset, np.ndarray] | None:
+    """The :class:`MDADataset` under ``dataset`` (itself or nested ``Subset``s) and the indices."""
+    if isinstance(dataset, MDADataset):
+        return dataset, np.arange(len(dataset), dtype=np.int64)
+    if isinstance(dataset, Subset):
+        inner = _resolve(dataset.dataset)
+        if inner is not None:
+            return inner[0], inner[1][np.asarray(dataset.indices, dtype=np.int64)]
+    return None
+
+
+def mda_dataloader(dataset: MDADataset, *, batch_size: int = 128, shuffle: bool = True, seed: int = 0) -> Any:
+    """PyG batches: ``x``, ``edge_index``, ``edge_type``, ``batch``, ``ptr`` plus
+    ``image [B,1,L,S]``, ``rigidity [B,R]``, ``tof [B,K]``, ``y``, ``domain``, ``has_label [B]``.
+
+    Same seed, same batches. ``dataset`` may also be a ``Subset`` of an :class:`MDADataset`;
+    any other dataset of ``Data`` objects goes through PyG's ``DataLoader``.
+    """
     gen = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=gen)
+    found = _resolve(dataset)
+    if found is None:
+        from torch_geometric.loader import DataLoader
+
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=gen)
+    return MDALoader(found[0], found[1], batch_size=batch_size, shuffle=shuffle, generator=gen)

@@ -1,11 +1,31 @@
-"""autopid's models: FSE+attention (ALICE) and MDA (AMS), with gradient reversal."""
+"""autopid's models: FSE+attention (ALICE) and MDA (AMS), with gradient reversal.
+
+Names are imported on first use (module ``__getattr__``), so that FSE code never imports
+the MDA branches and PyTorch Geometric with them.
+"""
 
 from __future__ import annotations
 
-from autopid.models.fse import FSEAttention, ModelOutput
-from autopid.models.grl import DomainHead, dann_lambda, grad_reverse
-from autopid.models.mda import MDA
-from autopid.models.mda_branches import ClusterCNN, TrackerGNN, VectorMLP
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from autopid.models.fse import FSEAttention, ModelOutput
+    from autopid.models.grl import DomainHead, dann_lambda, grad_reverse
+    from autopid.models.mda import MDA
+    from autopid.models.mda_branches import ClusterCNN, TrackerGNN, VectorMLP
+
+_WHERE = {
+    "FSEAttention": "fse",
+    "ModelOutput": "fse",
+    "DomainHead": "grl",
+    "dann_lambda": "grl",
+    "grad_reverse": "grl",
+    "MDA": "mda",
+    "ClusterCNN": "mda_branches",
+    "TrackerGNN": "mda_branches",
+    "VectorMLP": "mda_branches",
+}
 
 __all__ = [
     "MDA",
@@ -18,3 +38,16 @@ __all__ = [
     "dann_lambda",
     "grad_reverse",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -53,13 +53,17 @@ class MetricsCallback(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         m.TRIALS_RUNNING.labels(*self._study()).dec()
-        epochs = int((trial.last_result or {}).get("epoch", 0) or 0)
-        counter = m.TRIALS_COMPLETED if epochs >= self.max_epochs else m.TRIALS_STOPPED_EARLY
-        counter.labels(*self._study()).inc()
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         m.TRIALS_RUNNING.labels(*self._study()).dec()
-        m.TRIALS_FAILED.labels(*self._study()).inc()
+
+    def outcome(self, status: str) -> None:
+        """A trial's outcome as the search decided it (the same status as trials.csv);
+        an interrupted trial is not counted: it continues on --resume."""
+        counter = {"completed": m.TRIALS_COMPLETED, "stopped_early": m.TRIALS_STOPPED_EARLY,
+                   "failed": m.TRIALS_FAILED}.get(status)
+        if counter is not None:
+            counter.labels(*self._study()).inc()
 
 
 def _finite(value: Any) -> float | None:

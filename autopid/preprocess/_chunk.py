@@ -1,48 +1,28 @@
-"""The work of one Dask task: read a chunk, select, label, split, write shards."""
+"""One chunk of entries: select, apply missing rules, label and split, as NumPy columns."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from autopid.config.dataset import Cut, DatasetConfig
 from autopid.errors import InputError
-from autopid.features import apply_transform, expand_columns, fit_stats
-from autopid.preprocess._read import read_arrays
-from autopid.preprocess._split import SPLIT_NAMES, assign_split
+from autopid.features import expand_columns
+from autopid.preprocess._split import assign_split
 
 TRUTH_LABEL = "truth_label"
 HIDDEN_LABEL = "hidden_label"
 
 
-@dataclass(frozen=True)
-class ChunkTask:
-    index: int
-    path: str
-    tree: str
-    domain: str
-    start: int
-    stop: int
-    shapes: dict[str, tuple[int, ...]]
-
-
-@dataclass
-class ChunkStats:
-    index: int
-    entries: int = 0
-    selected: int = 0
-    rows: dict[str, int] = field(default_factory=dict)  # "train/mc" -> rows
-    truth_counts: dict[str, dict[int, int]] = field(default_factory=dict)  # split -> code -> n
-    norm: dict[str, tuple[int, float, float]] = field(default_factory=dict)
-    shards: list[str] = field(default_factory=list)
-    host: str = ""
-
-
 def cut_mask(values: np.ndarray, cut: Cut) -> np.ndarray:
-    v = cut.value
+    """Where ``values op value`` holds; NaN fails every op but ``!=``.
+
+    The bound is a float64 NumPy scalar: float32 values are then compared in float64
+    (as if converted first, without the copy); a Python float would round the bound
+    to float32 instead.
+    """
+    v = np.float64(cut.value) if not isinstance(cut.value, list) else [np.float64(x) for x in cut.value]
     with np.errstate(invalid="ignore"):
         if cut.op == "<":
             return values < v
@@ -61,7 +41,7 @@ def cut_mask(values: np.ndarray, cut: Cut) -> np.ndarray:
         if cut.op == "between":
             lo, hi = v  # type: ignore[misc]
             return (values >= lo) & (values <= hi)
-        return np.isin(values, v)  # "in"
+        return np.isin(values, np.asarray(v, dtype=np.float64))  # "in"
 
 
 def truth_branches(cfg: DatasetConfig, domain: str) -> dict[str, str]:
@@ -84,11 +64,24 @@ def chunk_branches(cfg: DatasetConfig, domain: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _to_float(values: np.ndarray, sentinels: list[float]) -> np.ndarray:
-    out = values.astype(np.float64, copy=True)
+def _with_missing(values: np.ndarray, sentinels: list[float]) -> np.ndarray:
+    """``values`` with the sentinels as NaN: the array itself when it holds none (most
+    branches: no copy), else a float copy. Equality is float64-exact, as in cut_mask."""
+    hit: np.ndarray | None = None
     for s in sentinels:
-        out[out == s] = np.nan
+        m = values == np.float64(s)
+        if m.any():
+            hit = m if hit is None else hit | m
+    if hit is None:
+        return values
+    out = _float_copy(values)
+    out[hit] = np.nan
     return out
+
+
+def _float_copy(values: np.ndarray) -> np.ndarray:
+    # float32 stays float32 (what the shards store); integers need a float for NaN
+    return values.copy() if values.dtype.kind == "f" else values.astype(np.float64)
 
 
 def _check_required(arrays: dict[str, np.ndarray], cfg: DatasetConfig, where: str, offset: int) -> None:
@@ -106,68 +99,60 @@ def _check_required(arrays: dict[str, np.ndarray], cfg: DatasetConfig, where: st
             raise InputError(f"{where}: branch {name!r} holds inf (first at entry {first + offset})")
 
 
-def _worker_name() -> str:
-    """The Dask worker's address on a cluster (so tests can see the spread), else the host."""
-    try:
-        from distributed import get_worker
+@dataclass
+class Chunk:
+    """The selected rows of one chunk, ordered by split (stable: file order within a split).
 
-        return str(get_worker().address)
-    except (ImportError, ValueError):
-        import socket
+    Split ``s`` is rows ``bounds[s]:bounds[s + 1]`` of every column and block, so each
+    split is a slice, and a slice of a contiguous array goes to Arrow without a copy.
+    """
 
-        return socket.gethostname()
+    columns: dict[str, np.ndarray]  # float32 features, int64 run/event/truth
+    blocks: dict[str, np.ndarray]  # feature branch -> [rows, elements] float32, for the statistics
+    bounds: tuple[int, int, int, int]
 
 
-def process_chunk(task: ChunkTask, cfg: DatasetConfig, shard_root: str) -> ChunkStats:
-    """Read entries [start, stop) of one file and write its Parquet shards."""
-    where = f"{task.path}:{task.tree}"
-    truth = truth_branches(cfg, task.domain)
-    raw = read_arrays(Path(task.path), task.tree, chunk_branches(cfg, task.domain), task.start, task.stop)
-    arrays = {k: (v if k in truth.values() else _to_float(v, cfg.sentinels)) for k, v in raw.items()}
-    _check_required(arrays, cfg, where, task.start)
+def select_chunk(raw: dict[str, np.ndarray], cfg: DatasetConfig, domain: str,
+                 shapes: dict[str, tuple[int, ...]], where: str, offset: int) -> Chunk | None:
+    """Cuts, missing rules, labels and split of one chunk read from ``where``; None if no row passes."""
+    truth = truth_branches(cfg, domain)
+    truth_names = set(truth.values())
+    arrays = {k: (v if k in truth_names else _with_missing(v, cfg.sentinels)) for k, v in raw.items()}
+    _check_required(arrays, cfg, where, offset)
 
-    n = task.stop - task.start
+    n = len(raw[cfg.run_branch])
     keep = np.ones(n, dtype=bool)
     for cut in cfg.selection:
         keep &= cut_mask(arrays[cut.branch], cut)
-    for rule in cfg.missing_rules:
+    for rule in cfg.missing_rules:  # one after the other: a rule may test what an earlier one blanked
         hit = cut_mask(arrays[rule.when.branch], rule.when)
-        for col in rule.columns:
-            arrays[col][hit] = np.nan
-
-    stats = ChunkStats(index=task.index, entries=n, selected=int(keep.sum()), host=_worker_name())
-    if not keep.any():
-        return stats
-
-    run = raw[cfg.run_branch][keep].astype(np.int64)
-    event = raw[cfg.event_branch][keep].astype(np.int64)
-    split = assign_split(run, event, train=cfg.split.train, validation=cfg.split.validation, seed=cfg.split.seed)
-    columns: dict[str, np.ndarray] = {"run": run, "event": event}
-    for branch in cfg.features:
-        values = arrays[branch][keep].reshape(int(keep.sum()), -1).astype(np.float32)
-        for j, col in enumerate(expand_columns(branch, task.shapes[branch])):
-            columns[col] = values[:, j]
-    for col, branch in truth.items():
-        columns[col] = raw[branch][keep].astype(np.int64)
-    frame = pd.DataFrame(columns)
-
-    fit_here = task.domain in cfg.normalisation_domains
-    for s, split_name in enumerate(SPLIT_NAMES):
-        part = frame[split == s]
-        if part.empty:
+        if not hit.any():
             continue
-        rel = f"{split_name}/{task.domain}/part-{task.index:05d}.parquet"
-        out = Path(shard_root) / rel
-        out.parent.mkdir(parents=True, exist_ok=True)
-        part.to_parquet(out, index=False)
-        stats.shards.append(rel)
-        stats.rows[f"{split_name}/{task.domain}"] = len(part)
-        if TRUTH_LABEL in part:
-            codes, counts = np.unique(part[TRUTH_LABEL].to_numpy(), return_counts=True)
-            stats.truth_counts[split_name] = {int(c): int(k) for c, k in zip(codes, counts)}
-        if split_name == "train" and fit_here:
-            for branch in cfg.features:
-                kind = cfg.transforms.get(branch)
-                for col in expand_columns(branch, task.shapes[branch]):
-                    stats.norm[col] = fit_stats(apply_transform(part[col].to_numpy(np.float64), kind))
-    return stats
+        for col in rule.columns:
+            if arrays[col] is raw[col]:  # never write into the arrays uproot handed out
+                arrays[col] = _float_copy(raw[col])
+            arrays[col][hit] = np.nan
+    rows = np.flatnonzero(keep)
+    k = len(rows)
+    if k == 0:
+        return None
+
+    run = raw[cfg.run_branch][rows].astype(np.int64)
+    event = raw[cfg.event_branch][rows].astype(np.int64)
+    split = assign_split(run, event, train=cfg.split.train, validation=cfg.split.validation, seed=cfg.split.seed)
+    order = np.argsort(split, kind="stable")
+    rows = rows[order]
+    counts = np.bincount(split, minlength=3)
+    bounds = (0, int(counts[0]), int(counts[0] + counts[1]), k)
+    columns: dict[str, np.ndarray] = {"run": run[order], "event": event[order]}
+    blocks: dict[str, np.ndarray] = {}
+    for branch in cfg.features:
+        block = arrays[branch][rows].reshape(k, -1).astype(np.float32, copy=False)
+        blocks[branch] = block
+        # one contiguous row per element: Arrow wraps each without another copy
+        by_element = block.T.copy() if block.shape[1] > 1 else block.reshape(1, k)
+        for j, col in enumerate(expand_columns(branch, shapes[branch])):
+            columns[col] = by_element[j]
+    for col, branch in truth.items():
+        columns[col] = raw[branch][rows].astype(np.int64, copy=False)
+    return Chunk(columns, blocks, bounds)

@@ -8,6 +8,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -34,19 +35,22 @@ def file_hashes(paths: Iterable[Path], root: Path) -> dict[str, str]:
     except (OSError, ValueError):
         memo = {}
     out: dict[str, str] = {}
-    changed = False
+    todo: list[tuple[Path, str, os.stat_result]] = []
     for path in paths:
         key = str(path.resolve())
         st = path.stat()
         hit = memo.get(key)
         if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
             out[str(path)] = hit[2]
-            continue
-        digest = sha256_file(path)
-        memo[key] = [st.st_size, st.st_mtime_ns, digest]
-        out[str(path)] = digest
-        changed = True
-    if changed:
+        else:
+            todo.append((path, key, st))
+    if todo:
+        # hashlib lets go of the GIL on large blocks: threads hash files side by side
+        with ThreadPoolExecutor(max_workers=min(len(todo), os.cpu_count() or 1)) as pool:
+            digests = pool.map(sha256_file, [path for path, _, _ in todo])
+            for (path, key, st), digest in zip(todo, digests):
+                memo[key] = [st.st_size, st.st_mtime_ns, digest]
+                out[str(path)] = digest
         atomic_write_text(memo_path, json.dumps(memo))
     return out
 

@@ -86,8 +86,8 @@ def _model_section(m: ModelReport, out_dir: Path) -> str:
         f"<p>{_e(ev.experiment)} · {_e(ev.family)} · signal <b>{_e(ev.species)}</b> · period {_e(cfg.period)} · "
         f"dataset <code>{_e(cfg.dataset)}</code> · model <code>{_e(ev.source.model_path)}</code></p>"
         f"<p>Test split: {len(ev.mc)} MC and {len(ev.data)} Data rows. Learned selections (the model and the "
-        "learned baselines) cut at their best F1 on the model's validation MC, sampled with the model's training "
-        "composition (signal fraction, background mix); the standard selections (n-sigma, "
+        "learned baselines) cut at their best F1 on the model's validation MC (the natural MC composition, the "
+        "same rows for every trial of a search); the standard selections (n-sigma, "
         "L1 charge) keep their standard cut. Baselines are fitted on the model's own training sample.</p>"
         + _table(header, rows)
         + f'<p class="hidden">* {_e(HIDDEN)}: the labels of simulated Data, never used for training or cuts.</p>'
@@ -97,8 +97,11 @@ def _model_section(m: ModelReport, out_dir: Path) -> str:
 
 def _study_section(s: StudyReport, storage_hint: str, out_dir: Path) -> str:
     params = ", ".join(f"{k} = {_num(v)}" for k, v in s.best_params.items()) or "–"
-    return (f"<h2>Study {_e(s.name)}</h2><p>{s.n_trials} trials, {s.n_complete} completed; best objective "
-            f"{_num(s.best_value)}; best parameters: {params}</p><p>Interactive view: "
+    c = s.counts or {"completed": s.n_complete}
+    outcome = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in c.items() if n)
+    best = f"trial {s.best_trial} at epoch {s.best_epoch}: " if s.best_trial is not None else ""
+    return (f"<h2>Study {_e(s.name)}</h2><p>{s.n_trials} trials ({_e(outcome or 'none ended')}); best: "
+            f"{_e(best)}objective {_num(s.best_value)}; best parameters: {params}</p><p>Interactive view: "
             f"<code>{_e(storage_hint)}</code></p>" + _notes(s.notes) + _figures(s.figures, out_dir))
 
 

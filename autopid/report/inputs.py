@@ -40,6 +40,7 @@ class StudySource:
     storage: str
     summary: dict[str, Any]
     model: ModelSource | None
+    directory: Path | None = None  # the study directory (trials/ holds each trial's record)
 
 
 @dataclass
@@ -112,7 +113,7 @@ def _search_studies(d: Path, prefix: str = "") -> tuple[list[StudySource], list[
         else:
             notes.append(f"study {prefix}{sdir.name}: no best model (every trial failed?)")
         studies.append(StudySource(name=f"{prefix}{sdir.name}", optuna_study=optuna_study, storage=storage,
-                                   summary=summary, model=model))
+                                   summary=summary, model=model, directory=sdir))
     return studies, notes
 
 

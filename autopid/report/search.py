@@ -10,6 +10,7 @@ import numpy as np
 from autopid.errors import InputError
 from autopid.report import figures
 from autopid.report.inputs import StudySource
+from autopid.search import records
 
 
 @dataclass
@@ -21,6 +22,9 @@ class StudyReport:
     best_params: dict[str, object]
     figures: dict[str, Path] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)  # completed, stopped_early, failed, interrupted
+    best_trial: int | None = None
+    best_epoch: int | None = None
 
 
 def report_study(study: StudySource, out_dir: Path) -> StudyReport:
@@ -32,12 +36,19 @@ def report_study(study: StudySource, out_dir: Path) -> StudyReport:
     except Exception as exc:  # a missing db, a renamed study: the message names both
         raise InputError(f"{study.storage}: cannot open Optuna study {study.optuna_study!r} "
                          f"({type(exc).__name__}: {exc})") from exc
-    trials = st.get_trials(deepcopy=False)
+    trials = [t for t in st.get_trials(deepcopy=False) if t.state.name != "WAITING"]
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
     maximize = st.direction == optuna.study.StudyDirection.MAXIMIZE
-    best = max(complete, key=lambda t: t.value if maximize else -t.value) if complete else None
-    rep = StudyReport(study.name, len(trials), len(complete), best.value if best else None,
-                      dict(best.params) if best else {})
+    # the same rows and the same "best" as trials.csv and summary.json (autopid.search.records)
+    rows = records.trial_rows(st, study.directory / "trials") if study.directory is not None else []
+    metric = str(study.summary.get("metric", "objective"))
+    best = records.best_row(rows, metric, "max" if maximize else "min")
+    rep = StudyReport(study.name, len(rows) or len(trials), len(complete),
+                      float(best[records.metric_column(metric)]) if best else None,
+                      dict(st.trials[best["trial"]].user_attrs.get("params", st.trials[best["trial"]].params))
+                      if best else {}, counts=records.counts(rows),
+                      best_trial=int(best["trial"]) if best else None,
+                      best_epoch=int(best["best_epoch"]) if best and best.get("best_epoch") is not None else None)
     slug = study.name.replace("/", "-")
     if trials:
         numbers = np.array([t.number for t in trials])

@@ -1,82 +1,61 @@
 """``autopid search``: Ray Tune with Optuna (TPE) and ASHA, one study per (species, period).
 
-Each trial is a Tune function that launches a Ray Train ``TorchTrainer`` (Train V2: a
-Tune trial launches the trainer). Layout of a search directory::
+The Optuna study (``optuna.db``) is the record of the search; Tune runs the trials (see
+:mod:`autopid.search.study`). One-worker trials train inside the Tune trial; trials with
+several workers launch Ray Train (see :mod:`autopid.search.trial`). Layout::
 
-    config.yaml, metadata.json       the space as run, versions, git revision
-    search.json                      the studies and the Optuna storage URL
-    optuna.db                        Optuna RDB storage (open it with optuna-dashboard)
+    config.yaml, metadata.json   the space as run, versions, git revision
+    search.json                  the studies and the Optuna storage URL
+    optuna.db                    Optuna RDB storage (open it with optuna-dashboard)
+    ray.log                      Ray's and Tune's logs (the console shows one line per trial event)
+    .lock                        held while a search runs in this directory
     studies/<species>-<period>/
-        tune/                        Tune experiment (restored by --resume)
-        train/train-<trial>/         Ray Train runs: checkpoints of every epoch
-        trials.csv                   every trial's parameters, metrics and status
-        best_config.yaml             the best trial as a config `autopid train` accepts
-        best_model.pt                the best trial's best epoch
-        summary.json
+        trials/NNNN/             trial NNNN (Optuna number): record.json, state.pt, its best model
+        tune/session-*/          one Tune experiment per run of the command
+        trials.csv               every trial that started: status, best epoch and its metrics, parameters
+        best_config.yaml         the best trial as a config `autopid train` accepts
+        best_model.pt            the best trial's best epoch
+        summary.json             written once the study's budget is spent
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
+import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import pandas as pd
 
 from autopid._logging import get_logger
 from autopid.config import dump_yaml
 from autopid.errors import AutopidError, ConfigError
+from autopid.preprocess import PreprocessResult
 from autopid.provenance import atomic_write_text, write_run_info
-from autopid.search.space import Choice, IntRange, LogUniform, SearchSpace, Study, Uniform, load_search_space
-from autopid.train import artifacts
+from autopid.search import records
+from autopid.search.lock import DirectoryLock
+from autopid.search.space import SearchSpace, Study, load_search_space, validate_against_data
 from autopid.train.config import TrainConfig
 
 _log = get_logger(__name__)
 SPACE_FILE = "config.yaml"  # written by write_run_info: the space as run
 
 
+class SearchIncomplete(AutopidError):
+    """The search stopped before its budget was spent (Ctrl-C, or a stall); it resumes."""
+
+    def __init__(self, message: str, search_dir: Path, summaries: list[dict[str, Any]], interrupted: bool) -> None:
+        super().__init__(message)
+        self.search_dir = search_dir
+        self.summaries = summaries
+        self.exit_code = 130 if interrupted else 1
+
+
 def study_name(space: SearchSpace, study: Study) -> str:
     period = "all" if study.period == "*" else study.period
     return f"{study.species}-{period}"
-
-
-def _tune_space(space: SearchSpace) -> dict[str, Any]:
-    from ray import tune
-
-    out: dict[str, Any] = {}
-    for key, d in space.params.items():
-        if isinstance(d, Uniform):
-            out[key] = tune.uniform(d.low, d.high)
-        elif isinstance(d, LogUniform):
-            out[key] = tune.loguniform(d.low, d.high)
-        elif isinstance(d, IntRange):
-            out[key] = (tune.lograndint if d.log else tune.randint)(d.low, d.high + 1)
-            if d.step > 1:
-                out[key] = tune.qrandint(d.low, d.high, d.step)
-        elif isinstance(d, Choice):
-            out[key] = tune.choice(d.choices)
-    return out
-
-
-def _trial(config: dict[str, Any], context: dict[str, Any]) -> None:
-    """One trial: the sampled values on top of the space's base, trained on Ray Train."""
-    from ray import tune
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    from autopid.train.ray_train import make_trainer
-
-    space = SearchSpace.model_validate(context["space"])
-    study = Study.model_validate(context["study"])
-    cfg = space.train_config(study, config)
-    cfg = cfg.model_copy(update={"period": study.period})
-    trial_id = tune.get_context().get_trial_id()
-    trainer = make_trainer(cfg, context["cache_path"], storage_path=context["train_dir"], name=f"train-{trial_id}",
-                           callbacks=[TuneReportCallback()], domain_penalty=space.objective.domain_penalty)
-    trainer.fit()
 
 
 def _prepare_demo_data(space: SearchSpace) -> None:
@@ -93,130 +72,6 @@ def _prepare_demo_data(space: SearchSpace) -> None:
                             events_per_run=demo.events_per_run, seed=demo.seed)
 
 
-def _checkpoint_scores(train_dir: Path) -> list[tuple[float, Path]]:
-    out = []
-    for ckpt in train_dir.glob("checkpoint_*"):
-        state_file = ckpt / artifacts.CHECKPOINT_FILE
-        if not state_file.is_file() or not (ckpt / artifacts.MODEL_FILE).is_file():
-            continue
-        history = artifacts.load_checkpoint(state_file)["state"]["history"]
-        if history:
-            out.append((float(history[-1]["objective"]), ckpt))
-    return out
-
-
-def _trial_table(results: Any, max_epochs: int, metric: str) -> pd.DataFrame:
-    rows = []
-    for r in results:
-        m = r.metrics or {}
-        df = r.metrics_dataframe
-        epochs = int(m.get("epoch", 0) or 0)
-        best = float(df[metric].max()) if df is not None and metric in df else float("nan")
-        train_s = float(df["train_seconds"].sum()) if df is not None and "train_seconds" in df else float("nan")
-        status = "failed" if r.error else ("completed" if epochs >= max_epochs else "stopped_early")
-        if not r.error and epochs < max_epochs and df is not None and "epochs_without_improvement" in df:
-            status = "stopped_early"
-        row = {"trial_id": m.get("trial_id", r.path.rsplit("_", 1)[-1] if r.path else ""), "status": status,
-               "epochs": epochs, f"best_{metric}": best, "time_total_s": float(m.get("time_total_s", float("nan"))),
-               "train_seconds": train_s}
-        row.update({f"param.{k}": v for k, v in (r.config or {}).items()})
-        for key in ("val_auc", "val_f1", "domain_accuracy", "objective", "lambda_", "events_per_second"):
-            if key in m:
-                row[key] = m[key]
-        if r.error:
-            row["error"] = str(r.error).splitlines()[0][:200]
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def _run_study(space: SearchSpace, study: Study, search_dir: Path, storage_url: str, *,
-               scheduler_address: str | None, resume: bool,
-               warm_start: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    import optuna
-    import ray
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
-
-    from autopid.train.run import prepare_data
-
-    name = study_name(space, study)
-    sdir = search_dir / "studies" / name
-    summary_file = sdir / "summary.json"
-    if summary_file.is_file():
-        _log.info("study %s already finished; keeping its results", name)
-        return json.loads(summary_file.read_text())
-    sdir.mkdir(parents=True, exist_ok=True)
-    base = space.train_config(study, {}).model_copy(update={"period": study.period})
-    prep = prepare_data(base, scheduler_address)
-    ctx = {"space": space.model_dump(mode="json"), "study": study.model_dump(mode="json"),
-           "cache_path": str(prep.path), "train_dir": str((sdir / "train").resolve())}
-    concurrent = space.budget.max_concurrent or _max_concurrent(ray.cluster_resources(), base)
-    # the trial actor only drives its trainer: no CPU, so the workers can have them all
-    trainable = tune.with_resources(tune.with_parameters(_trial, context=ctx), {"cpu": 0, "memory": 1024})
-    tune_dir = (sdir / "tune").resolve()
-    metric, mode = space.objective.metric, space.objective.mode
-    epochs = base.training.epochs
-    t0 = time.perf_counter()
-    if resume and tune.Tuner.can_restore(str(tune_dir / "experiment")):
-        _log.info("resuming study %s from %s", name, tune_dir)
-        tuner = tune.Tuner.restore(str(tune_dir / "experiment"), trainable=trainable,
-                                   resume_unfinished=True, resume_errored=True)
-    else:
-        searcher = OptunaSearch(
-            sampler=optuna.samplers.TPESampler(seed=space.seed),
-            storage=optuna.storages.RDBStorage(storage_url),
-            study_name=f"{space.name}-{name}",
-            # warm start: these configurations are tried first (Optuna enqueue_trial)
-            points_to_evaluate=list(warm_start) if warm_start else None,
-        )
-        tuner = tune.Tuner(
-            trainable,
-            param_space=_tune_space(space),
-            tune_config=tune.TuneConfig(
-                metric=metric, mode=mode, search_alg=searcher,
-                scheduler=ASHAScheduler(time_attr="epoch", max_t=epochs, grace_period=space.scheduler.grace_period,
-                                        reduction_factor=space.scheduler.reduction_factor),
-                num_samples=space.budget.num_samples, max_concurrent_trials=concurrent,
-                time_budget_s=space.budget.time_budget_s),
-            run_config=tune.RunConfig(name="experiment", storage_path=str(tune_dir), verbose=1,
-                                      failure_config=tune.FailureConfig(max_failures=1),
-                                      callbacks=[_metrics_callback(base, study, prep.manifest, metric, mode)]),
-        )
-    results = tuner.fit()
-    wall = time.perf_counter() - t0
-    table = _trial_table(results, epochs, metric)
-    table.to_csv(sdir / "trials.csv", index=False)
-    ok = table[table["status"] != "failed"]
-    if ok.empty:
-        raise AutopidError(f"study {name}: every trial failed; see {sdir / 'trials.csv'}")
-    best_row = ok.sort_values(f"best_{metric}", ascending=(mode == "min")).iloc[0]
-    best_values = {k[len("param."):]: _plain(v) for k, v in best_row.items()
-                   if k.startswith("param.") and not _isnan(v)}
-    best_cfg = space.train_config(study, best_values).model_copy(update={"period": study.period})
-    atomic_write_text(sdir / "best_config.yaml", dump_yaml(best_cfg))
-    scores = _checkpoint_scores(Path(ctx["train_dir"]) / f"train-{best_row['trial_id']}")
-    if scores:
-        best_ckpt = max(scores, key=lambda t: t[0])[1]
-        shutil.copyfile(best_ckpt / artifacts.MODEL_FILE, sdir / ".best_model.pt.tmp")
-        (sdir / ".best_model.pt.tmp").replace(sdir / "best_model.pt")
-    overhead = (table["time_total_s"] - table["train_seconds"]).dropna()
-    summary = {
-        "study": name, "species": study.species, "period": study.period, "optuna_study": f"{space.name}-{name}",
-        "best_trial": str(best_row["trial_id"]), f"best_{metric}": float(best_row[f"best_{metric}"]),
-        "best_params": best_values, "trials": int(len(table)),
-        "completed": int((table["status"] == "completed").sum()),
-        "stopped_early": int((table["status"] == "stopped_early").sum()),
-        "failed": int((table["status"] == "failed").sum()),
-        "wall_seconds": wall, "mean_trial_overhead_s": float(overhead.mean()) if len(overhead) else None,
-        "max_concurrent_trials": concurrent, "cache": str(prep.path),
-        "best_config": str(sdir / "best_config.yaml"),
-        "best_model": str(sdir / "best_model.pt") if scores else None,
-    }
-    atomic_write_text(summary_file, json.dumps(summary, indent=2) + "\n")
-    return summary
-
-
 def _max_concurrent(resources: dict[str, float], cfg: TrainConfig) -> int:
     """Trials that fit at once in what the cluster reports (a GPU fraction per worker
     lets several small trials share one GPU)."""
@@ -230,8 +85,14 @@ def _max_concurrent(resources: dict[str, float], cfg: TrainConfig) -> int:
     return max(1, fits)
 
 
-def _metrics_callback(base: TrainConfig, study: Study, manifest: dict[str, Any], metric: str,
-                      mode: str) -> Any:
+def _trial_resources(cfg: TrainConfig) -> dict[str, float]:
+    s = cfg.scaling
+    if s.num_workers == 1:  # trains inside the trial: the trial holds the worker's resources
+        return {"cpu": s.cpus_per_worker, **({"gpu": s.gpus_per_worker} if s.use_gpu else {})}
+    return {"cpu": 0, "memory": 1024}  # only drives its Ray Train workers
+
+
+def _metrics_callback(base: TrainConfig, study: Study, manifest: dict[str, Any], metric: str, mode: str) -> Any:
     from autopid.monitoring.tune_callback import MetricsCallback
 
     labels = {"experiment": str(manifest.get("experiment") or "other"), "species": study.species,
@@ -239,12 +100,218 @@ def _metrics_callback(base: TrainConfig, study: Study, manifest: dict[str, Any],
     return MetricsCallback(labels, base.training.epochs, metric, mode)
 
 
-def _isnan(v: Any) -> bool:
-    return isinstance(v, float) and math.isnan(v)
+@dataclass
+class _StudyRun:
+    space: SearchSpace
+    study: Study
+    sdir: Path
+    storage: str
+    prep: PreprocessResult
+
+    @property
+    def name(self) -> str:
+        return study_name(self.space, self.study)
+
+    @property
+    def trials_root(self) -> Path:
+        return self.sdir / "trials"
+
+    @property
+    def optuna_name(self) -> str:
+        return f"{self.space.name}-{self.name}"
 
 
-def _plain(v: Any) -> Any:
-    return v.item() if hasattr(v, "item") else v
+def _session_state(sdir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((sdir / "state.json").read_text())
+    except (OSError, ValueError):
+        return {"elapsed_s": 0.0, "sessions": 0}
+
+
+def _summary(run: _StudyRun, ostudy: Any, state: str, concurrent: int, wall: float) -> dict[str, Any]:
+    space = run.space
+    metric, mode = space.objective.metric, space.objective.mode
+    rows = records.trial_rows(ostudy, run.trials_root)
+    records.write_trials_csv(rows, run.sdir / "trials.csv")
+    c = records.counts(rows)
+    best = records.best_row(rows, metric, mode)
+    out: dict[str, Any] = {
+        "study": run.name, "species": run.study.species, "period": run.study.period,
+        "optuna_study": run.optuna_name, "state": state, "budget": space.budget.num_samples,
+        "trials": len(rows), **c, "metric": metric, "mode": mode,
+        "wall_seconds": wall, "max_concurrent_trials": concurrent, "cache": str(run.prep.path),
+    }
+    overhead = [r["seconds"] - r["train_seconds"] for r in rows
+                if isinstance(r.get("seconds"), float) and isinstance(r.get("train_seconds"), float)
+                and r["status"] != "failed"]
+    out["mean_trial_overhead_s"] = sum(overhead) / len(overhead) if overhead else None
+    if best is None:
+        out.update(best_trial=None, best_model=None, best_config=None)
+        return out
+    params = {k[len("param."):]: v for k, v in best.items() if k.startswith("param.")}
+    params = ostudy.trials[best["trial"]].user_attrs.get("params", params)
+    out.update(best_trial=best["trial"], best_epoch=best["best_epoch"],
+               best_metrics={k: best.get(records.metric_column(k)) for k in records.KEY_METRICS},
+               best_params=params)
+    out[f"best_{metric}"] = best[records.metric_column(metric)]
+    if state == "finished":
+        cfg = space.train_config(run.study, params).model_copy(update={"period": run.study.period})
+        atomic_write_text(run.sdir / "best_config.yaml", dump_yaml(cfg))
+        record = records.read_record(records.trial_dir(run.trials_root, best["trial"])) or {}
+        src = records.trial_dir(run.trials_root, best["trial"]) / str(record.get("model"))
+        if record.get("model") and src.is_file():
+            tmp = run.sdir / ".best_model.pt.tmp"
+            shutil.copyfile(src, tmp)
+            tmp.replace(run.sdir / "best_model.pt")
+            out["best_model"] = str(run.sdir / "best_model.pt")
+        else:
+            out["best_model"] = None
+        out["best_config"] = str(run.sdir / "best_config.yaml")
+    return out
+
+
+def _run_study(run: _StudyRun, *, warm_start: list[dict[str, Any]] | None, own_ray: bool,
+               ) -> dict[str, Any]:
+    import ray
+    from ray import tune
+
+    from autopid import ray_local
+    from autopid.search.console import Console
+    from autopid.search.shared_data import InMemoryDataset
+    from autopid.search.study import (
+        RecordingASHA,
+        StudySearcher,
+        encode_params,
+        finished_count,
+        open_study,
+        settle_stale,
+    )
+    from autopid.search.trial import run_trial
+    from autopid.search.watchdog import StallWatch, graceful_signals, remove_leftover_placement_groups
+
+    space, sdir = run.space, run.sdir
+    summary_file = sdir / "summary.json"
+    if summary_file.is_file():
+        _log.info("study %s finished before; keeping its results", run.name)
+        return json.loads(summary_file.read_text())
+    sdir.mkdir(parents=True, exist_ok=True)
+    metric, mode = space.objective.metric, space.objective.mode
+    direction = "maximize" if mode == "max" else "minimize"
+    ostudy = open_study(run.storage, run.optuna_name, space.seed, direction, space.sampler,
+                        space.budget.num_samples)
+    fresh = not ostudy.get_trials(deepcopy=False)
+    rerun = settle_stale(ostudy, run.trials_root, metric)
+    if fresh and warm_start:
+        for point in warm_start:  # evaluated first (Optuna's enqueue_trial)
+            ostudy.enqueue_trial(encode_params(point, space.params), skip_if_exists=True)
+    base = space.train_config(run.study, {}).model_copy(update={"period": run.study.period})
+    budget = space.budget
+    session = _session_state(sdir)
+    done = finished_count(ostudy)
+    time_left = None if budget.time_budget_s is None else budget.time_budget_s - session["elapsed_s"]
+    concurrent = budget.max_concurrent or _max_concurrent(ray.cluster_resources(), base)
+    if done >= budget.num_samples or (time_left is not None and time_left <= 0 and not rerun):
+        summary = _summary(run, ostudy, "finished", concurrent, session["elapsed_s"])
+        atomic_write_text(summary_file, json.dumps(summary, indent=2) + "\n")
+        return summary
+    if rerun or done:
+        _log.info("study %s: %d of %d trials done; %d cut short continue from their checkpoints", run.name,
+                  done, budget.num_samples, len(rerun))
+    ds = InMemoryDataset(run.prep.path)
+    ctx = {"space": space.model_dump(mode="json"), "study": run.study.model_dump(mode="json"),
+           "cache_path": str(run.prep.path), "trials_dir": str(run.trials_root.resolve())}
+    trainable = tune.with_resources(tune.with_parameters(run_trial, context=ctx, dataset=ds),
+                                    _trial_resources(base))
+    stopped_by_asha: set[str] = set()
+    tune_trials: dict[str, Any] = {}
+    watch = StallWatch(budget.stall_timeout_s)
+    console = Console(run.name, budget.num_samples, done, base.training.epochs, watch, tune_trials)
+    metrics_cb = _metrics_callback(base, run.study, run.prep.manifest, metric, mode)
+    t0 = time.monotonic()
+
+    def on_outcome(number: int, status: str, record: dict[str, Any]) -> None:
+        console.outcome(number, status, record)
+        metrics_cb.outcome(status)
+        records.write_trials_csv(records.trial_rows(ostudy, run.trials_root), sdir / "trials.csv")
+
+    searcher = StudySearcher(
+        ostudy, space.params, metric=metric, mode=mode, budget_left=budget.num_samples - done, rerun=rerun,
+        trials_root=run.trials_root, stopped_by_asha=stopped_by_asha, on_outcome=on_outcome,
+        deadline=None if time_left is None else t0 + time_left, tune_trials=tune_trials)
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    tuner = tune.Tuner(
+        trainable,
+        param_space={},
+        tune_config=tune.TuneConfig(
+            metric=metric, mode=mode, search_alg=searcher,
+            scheduler=RecordingASHA(stopped_by_asha, time_attr="epoch", max_t=base.training.epochs,
+                                    grace_period=space.scheduler.grace_period,
+                                    reduction_factor=space.scheduler.reduction_factor)
+            if space.scheduler.type == "asha" else None,
+            # a reused trial process keeps torch and the data loaded (one-worker trials train in it)
+            num_samples=budget.num_samples - done, max_concurrent_trials=concurrent,
+            reuse_actors=base.scaling.num_workers == 1,
+            time_budget_s=time_left),
+        run_config=tune.RunConfig(name=f"session-{stamp}", storage_path=str((sdir / "tune").resolve()),
+                                  verbose=0, stop=watch, failure_config=tune.FailureConfig(max_failures=1),
+                                  callbacks=[console, metrics_cb]),
+    )
+    try:
+        with graceful_signals(watch):
+            tuner.fit()
+    finally:
+        console.close()
+        session["elapsed_s"] += time.monotonic() - t0
+        session["sessions"] += 1
+        atomic_write_text(sdir / "state.json", json.dumps(session) + "\n")
+        removed = remove_leftover_placement_groups(own_ray or ray_local.temp_dir() is not None)
+        if removed:
+            _log.info("removed %d placement group(s) left behind by ended trials", removed)
+    ostudy = open_study(run.storage, run.optuna_name, space.seed, direction, space.sampler,
+                        space.budget.num_samples)
+    done = finished_count(ostudy)
+    time_up = time_left is not None and session["elapsed_s"] >= budget.time_budget_s
+    finished = (done >= budget.num_samples or time_up) and not searcher.unsettled and not watch.reason \
+        and not watch.interrupted
+    if finished:
+        state = "finished"
+    elif watch.interrupted:
+        state = "interrupted"
+    else:
+        state = "stalled" if watch.reason else "incomplete"
+    summary = _summary(run, ostudy, state, concurrent, session["elapsed_s"])
+    if watch.reason:
+        summary["stall"] = watch.reason
+    elif state == "incomplete":
+        summary["stall"] = (f"Ray Tune ended with {done} of {budget.num_samples} trials done and no trial "
+                            f"running; see {run.sdir.parent.parent / 'ray.log'}")
+    if finished:
+        atomic_write_text(summary_file, json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _load_or_create(space_path: str | Path | None, resume_dir: str | Path | None, out_dir: str | Path | None,
+                    species: str | None, period: str | None, storage: str | None,
+                    ) -> tuple[Path, SearchSpace, list[Study], str | None, bool]:
+    if resume_dir is not None:
+        search_dir = Path(resume_dir)
+        if not (search_dir / SPACE_FILE).is_file() or not (search_dir / "search.json").is_file():
+            raise ConfigError(f"{search_dir}: not a search directory (no {SPACE_FILE} or search.json)")
+        space = load_search_space(search_dir / SPACE_FILE)
+        state = json.loads((search_dir / "search.json").read_text())
+        return search_dir, space, [Study.model_validate(s) for s in state["studies"]], state["storage"], False
+    if space_path is None:
+        raise ConfigError("give --space or --resume")
+    space = load_search_space(space_path)
+    studies = [s for s in space.studies
+               if (species is None or s.species == species) and (period is None or s.period == period)]
+    if species is not None and period is not None and not studies:
+        studies = [Study(species=species, period=period)]
+    if not studies:
+        raise ConfigError(f"{space_path}: no study matches species={species!r} period={period!r}")
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    search_dir = Path(out_dir) if out_dir is not None else Path("searches") / f"{space.name}-{stamp}"
+    return search_dir, space, studies, storage, True
 
 
 def run_search(
@@ -258,49 +325,82 @@ def run_search(
     storage: str | None = None,
     scheduler_address: str | None = None,
     warm_start: list[dict[str, Any]] | None = None,
+    verbose: bool = False,
 ) -> tuple[Path, list[dict[str, Any]]]:
     """Run (or resume) a search; returns the search directory and one summary per study.
 
+    Raises :class:`SearchIncomplete` (with the summaries so far) when the search stopped
+    before its budget was spent: Ctrl-C, or no progress for ``budget.stall_timeout_s``.
     ``warm_start``: parameter values (keys of the space's ``params``) evaluated first in
     every new study, e.g. the best configurations of the model now serving."""
+    from autopid.train.run import prepare_data
+
+    search_dir, space, studies, storage, new = _load_or_create(space_path, resume_dir, out_dir, species,
+                                                               period, storage)
+    lock = DirectoryLock(search_dir, "search").acquire()
+    try:
+        if new and ((search_dir / "search.json").exists() or (search_dir / SPACE_FILE).exists()):
+            raise ConfigError(f"{search_dir}: already holds a search; continue it with --resume {search_dir}, "
+                              "or give another --out")
+        if new:
+            storage = storage or f"sqlite:///{(search_dir / 'optuna.db').resolve()}"
+            write_run_info(search_dir, space)
+            atomic_write_text(search_dir / "search.json", json.dumps(
+                {"storage": storage, "studies": [s.model_dump() for s in studies]}, indent=2) + "\n")
+        assert storage is not None
+        _prepare_demo_data(space)
+        runs = []
+        for study in studies:
+            base = space.train_config(study, {}).model_copy(update={"period": study.period})
+            prep = prepare_data(base, scheduler_address)
+            validate_against_data(space, study, prep.manifest, where=str(space_path or search_dir / SPACE_FILE))
+            runs.append(_StudyRun(space, study, search_dir / "studies" / study_name(space, study), storage, prep))
+        summaries = _run_all(runs, search_dir, address=address, warm_start=warm_start, verbose=verbose)
+    finally:
+        lock.release()
+    unfinished = [s for s in summaries if s["state"] != "finished"]
+    if unfinished:
+        stall = next((s["stall"] for s in unfinished if s.get("stall")), None)
+        what = f"search {unfinished[0]['state']}: {stall}" if stall else "search interrupted"
+        raise SearchIncomplete(f"{what}; nothing finished is lost: continue with "
+                               f"autopid search --resume {search_dir}", search_dir, summaries, interrupted=not stall)
+    return search_dir, summaries
+
+
+def _run_all(runs: list[_StudyRun], search_dir: Path, *, address: str | None,
+             warm_start: list[dict[str, Any]] | None, verbose: bool) -> list[dict[str, Any]]:
+    from autopid import ray_local
+    from autopid.search.console import route_ray_logs, strip_console_handlers, unroute
     from autopid.train.ray_train import init_ray
 
-    if resume_dir is not None:
-        search_dir = Path(resume_dir)
-        if not (search_dir / SPACE_FILE).is_file():
-            raise ConfigError(f"{search_dir}: not a search directory (no {SPACE_FILE})")
-        space = load_search_space(search_dir / SPACE_FILE)
-        state = json.loads((search_dir / "search.json").read_text())
-        storage = state["storage"]
-        studies = [Study.model_validate(s) for s in state["studies"]]
-    else:
-        if space_path is None:
-            raise ConfigError("give --space or --resume")
-        space = load_search_space(space_path)
-        studies = [s for s in space.studies
-                   if (species is None or s.species == species) and (period is None or s.period == period)]
-        if species is not None and period is not None and not studies:
-            studies = [Study(species=species, period=period)]
-        if not studies:
-            raise ConfigError(f"{space_path}: no study matches species={species!r} period={period!r}")
-        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        search_dir = Path(out_dir) if out_dir is not None else Path("searches") / f"{space.name}-{stamp}"
-        search_dir.mkdir(parents=True, exist_ok=True)
-        storage = storage or f"sqlite:///{(search_dir / 'optuna.db').resolve()}"
-        atomic_write_text(search_dir / "search.json", json.dumps(
-            {"storage": storage, "studies": [s.model_dump() for s in studies]}, indent=2) + "\n")
-        write_run_info(search_dir, space)
-    _prepare_demo_data(space)
-    init_ray(address)
-    summaries = [
-        _run_study(space, study, search_dir, storage, scheduler_address=scheduler_address,
-                   resume=resume_dir is not None, warm_start=warm_start)
-        for study in studies
-    ]
-    return search_dir, summaries
+    import ray
+
+    # shut down at the end only a local Ray that this call started
+    own = address is None and not os.environ.get("RAY_ADDRESS") and not ray.is_initialized()
+    handler = route_ray_logs(search_dir / "ray.log", verbose)
+    try:
+        init_ray(address, log_to_driver=verbose)
+    except BaseException:
+        unroute(handler)
+        raise
+    if not verbose:
+        strip_console_handlers()
+    summaries: list[dict[str, Any]] = []
+    try:
+        for run in runs:
+            summary = _run_study(run, warm_start=warm_start, own_ray=own)
+            summaries.append(summary)
+            if summary["state"] != "finished":
+                break  # Ctrl-C or a stall ends the whole search; the rest waits for --resume
+    finally:
+        unroute(handler)
+        if own and ray_local.temp_dir() is not None:
+            ray_local.shutdown()
+    return summaries
 
 
 def best_train_config(search_dir: str | Path, study: str) -> TrainConfig:
     from autopid.config import load_yaml_config
 
     return load_yaml_config(Path(search_dir) / "studies" / study / "best_config.yaml", TrainConfig)
+

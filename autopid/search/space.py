@@ -8,6 +8,7 @@ The space is validated before Ray starts: every key must name a real field.
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -84,9 +85,13 @@ class Budget(StrictModel):
     num_samples: int = Field(default=8, ge=1, description="trials per study")
     max_concurrent: int | None = Field(default=None, ge=1, description="default: what the cluster's CPUs allow")
     time_budget_s: float | None = Field(default=None, gt=0, description="per study")
+    stall_timeout_s: float = Field(
+        default=300.0, gt=0, description="stop the search (resumable) when no trial starts, reports an epoch or "
+        "ends for this long; set it above the longest epoch")
 
 
 class Asha(StrictModel):
+    type: Literal["asha", "none"] = Field(default="asha", description="none: every trial runs all its epochs")
     grace_period: int = Field(default=1, ge=1, description="epochs before a trial may be stopped")
     reduction_factor: float = Field(default=2.0, gt=1)
 
@@ -106,6 +111,7 @@ class SearchSpace(StrictModel):
     budget: Budget = Field(default_factory=Budget)
     scheduler: Asha = Field(default_factory=Asha)
     objective: Objective = Field(default_factory=Objective)
+    sampler: Literal["tpe", "random"] = Field(default="tpe", description="Optuna sampler (random: a baseline)")
     seed: int = 0
     demo_data: DemoData | None = None
 
@@ -143,8 +149,57 @@ _MODEL_PARAMS = {
 }
 
 
+# the MDA branch each size parameter shapes: tuning it with the branch(es) off does nothing
+_MDA_BRANCH_OF = {"gnn_hidden": ("gnn",), "gnn_layers": ("gnn",), "cnn_channels": ("cnn",), "cnn_layers": ("cnn",),
+                  "mlp_hidden": ("rigidity", "tof"), "mlp_layers": ("rigidity", "tof")}
+_MDA_BRANCHES = ("gnn", "cnn", "rigidity", "tof")
+
+
+def _check_acts(space: SearchSpace, key: str, where: str) -> None:
+    """Refuse a parameter that cannot change anything in this space."""
+    base_params = space.base.get("model", {}).get("params") or {}
+    family = space.base.get("model", {}).get("family")
+    if key.startswith("scaling."):
+        raise ConfigError(f"{where}: trial resources are fixed for a whole study; set scaling in base, not in params")
+    if family == "mda" and key.startswith("model.params.") and "model.params.branches" not in space.params:
+        name = key.split(".", 2)[2]
+        on = set(base_params.get("branches") or _MDA_BRANCHES)
+        needs = _MDA_BRANCH_OF.get(name)
+        if needs and not on & set(needs):
+            raise ConfigError(f"{where}: shapes the {'/'.join(needs)} branch, which base.model.params.branches "
+                              f"switches off ({sorted(on)}); it cannot act")
+    if key.startswith("training.background_mix."):
+        name = key.split(".", 2)[2]
+        for study in space.studies:
+            if name == study.species:
+                raise ConfigError(f"{where}: {name!r} is the signal species of study {study.species}-{study.period}")
+    if key == "training.label_shift_weighting" and "training.lambda_max" not in space.params \
+            and not (space.base.get("training") or {}).get("lambda_max"):
+        raise ConfigError(f"{where}: label-shift weighting acts on the domain loss, which is off (lambda_max 0)")
+
+
+def validate_against_data(space: SearchSpace, study: Study, manifest: dict[str, Any], *, where: str,
+                          min_rows: int = 50, min_share: float = 0.005) -> None:
+    """Refuse background-mix fractions of species that the MC training split (almost) lacks:
+    the fraction would be tuned but could not change the sample."""
+    counts: dict[str, int] = dict((manifest.get("species_counts") or {}).get("train") or {})
+    background = sum(n for s, n in counts.items() if s != study.species)
+    for key in space.params:
+        if not key.startswith("training.background_mix."):
+            continue
+        name = key.split(".", 2)[2]
+        n = int(counts.get(name, 0))
+        if n < max(min_rows, min_share * background):
+            raise ConfigError(
+                f"{where}: params.{key}: the MC training split of study {study.species}-{study.period} has {n} "
+                f"{name} row(s) among {background} background rows (needs at least "
+                f"{max(min_rows, math.ceil(min_share * background))}); this fraction cannot act. "
+                f"Remove it from the space")
+
+
 def load_search_space(path: str | Path) -> SearchSpace:
-    """Load and check a space: every parameter must set a real field of the training config."""
+    """Load and check a space: every parameter must set a real field of the training
+    config and be able to act."""
     space = load_yaml_config(path, SearchSpace)
     family = space.base.get("model", {}).get("family")
     for key, dist in space.params.items():
@@ -154,8 +209,7 @@ def load_search_space(path: str | Path) -> SearchSpace:
             if family in _MODEL_PARAMS and name not in _MODEL_PARAMS[family]:
                 raise ConfigError(f"{where}: unknown {family} model parameter {name!r}; "
                                   f"expected one of: {', '.join(_MODEL_PARAMS[family])}")
-        elif key.startswith("training.background_mix."):
-            pass  # species names are checked against the dataset when the search starts
+        _check_acts(space, key, where)
         try:
             space.train_config(space.studies[0], {key: _example(dist)})
         except Exception as exc:  # pydantic reports the bad field

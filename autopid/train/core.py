@@ -1,24 +1,30 @@
-"""The training loop, shared by a plain process and by Ray Train workers."""
+"""The training loop, shared by a plain process and by Ray Train workers.
+
+The MDA loader and model (and PyTorch Geometric with them) are imported only when the
+family is ``mda``: an FSE process never loads them.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, fields, is_dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from autopid.data import FSEDataset, MDADataset, PreprocessedDataset, fse_dataloader, mda_dataloader
-from autopid.data.dataset import sample_data, sample_mc
+from autopid.data.dataset import PreprocessedDataset, sample_data, sample_mc
+from autopid.data.fse import FSEDataset, fse_dataloader
 from autopid.metrics import best_f1_threshold, domain_classifier_accuracy, efficiency_purity_f1, roc_auc
-from autopid.models import FSEAttention, MDA
-from autopid.models.fse import ModelOutput
+from autopid.models.fse import FSEAttention, ModelOutput
 from autopid.models.grl import dann_lambda
 from autopid.train.config import TrainingSpec
+
+if TYPE_CHECKING:
+    from autopid.data.mda import MDADataset
 
 
 def mda_input_columns(ds: PreprocessedDataset) -> list[str]:
@@ -47,6 +53,8 @@ def build_model(family: str, ds: PreprocessedDataset, params: dict[str, Any], *,
     n_rig = 2 * sum(len(ds.feature_columns(b)) for b in layout["rigidity"])
     n_tof = 2 * sum(len(ds.feature_columns(b)) for b in layout["tof"])
     image = (len(layout["clusters"]["layers"]), ds.feature_shape(layout["clusters"]["branch"])[-1])
+    from autopid.models.mda import MDA
+
     return MDA(rigidity_channels=n_rig, tof_channels=n_tof, image_shape=image, domain_head=domain_head, **params)
 
 
@@ -57,24 +65,37 @@ class Frames:
     validation_data: pd.DataFrame
 
 
+VALIDATION_SEED = 1
+
+
 def load_frames(ds: PreprocessedDataset, species: str, t: TrainingSpec, *, with_data: bool) -> Frames:
+    """The training sample (with the configured signal fraction and background mix) and
+    the validation samples. Validation MC keeps the natural MC composition and a fixed
+    seed, so that every trial of a search is scored on the same rows, whatever mix it
+    trains with."""
     mix = dict(signal_fraction=t.signal_fraction, background_mix=t.background_mix)
     train = sample_mc(ds, "train", species, max_rows=t.max_train_rows, seed=t.seed, **mix)
     if with_data:
         data = sample_data(ds, "train", max_rows=len(train), seed=t.seed)
         train = pd.concat([train, data], ignore_index=True)
-    val = sample_mc(ds, "validation", species, max_rows=t.max_eval_rows, seed=t.seed + 1, **mix)
-    val_data = sample_data(ds, "validation", max_rows=t.max_eval_rows or len(val), seed=t.seed + 1)
+    val = sample_mc(ds, "validation", species, max_rows=t.max_eval_rows, seed=VALIDATION_SEED)
+    val_data = sample_data(ds, "validation", max_rows=t.max_eval_rows or len(val), seed=VALIDATION_SEED)
     return Frames(train, val, val_data)
 
 
 def make_dataset(family: str, frame: pd.DataFrame, ds: PreprocessedDataset) -> FSEDataset | MDADataset:
-    return FSEDataset(frame, ds.normaliser, fse_columns(ds)) if family == "fse" else MDADataset(frame, ds)
+    if family == "fse":
+        return FSEDataset(frame, ds.normaliser, fse_columns(ds))
+    from autopid.data.mda import MDADataset
+
+    return MDADataset(frame, ds)
 
 
 def make_loader(family: str, dataset: Any, batch_size: int, shuffle: bool, seed: int = 0) -> Iterable[Any]:
     if family == "fse":
         return fse_dataloader(dataset, batch_size=batch_size, shuffle=shuffle, seed=seed)
+    from autopid.data.mda import mda_dataloader
+
     return mda_dataloader(dataset, batch_size=batch_size, shuffle=shuffle, seed=seed)
 
 

@@ -33,12 +33,20 @@ def _train_loop_per_worker(config: dict[str, Any]) -> None:
     ds = PreprocessedDataset(config["cache_path"])
     resume = None
     ckpt = ray.train.get_checkpoint()
+    trial = config.get("trial")
     if ckpt is not None:
         with ckpt.as_directory() as d:
             resume = artifacts.load_checkpoint(Path(d) / artifacts.CHECKPOINT_FILE)
+    elif trial is not None:
+        from autopid.search.trial import load_resume
+
+        resume = load_resume(Path(trial["dir"]))  # a search trial cut short: its own checkpoint
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
     wrap = ray.train.torch.prepare_model if world > 1 else None
+
+    def report_only(metrics: dict[str, float]) -> None:
+        ray.train.report(metrics)
 
     def on_epoch_end(metrics: dict[str, float], model: Any, opt: Any, sched: Any, state: Any, improved: bool) -> None:
         with tempfile.TemporaryDirectory() as d:
@@ -51,13 +59,26 @@ def _train_loop_per_worker(config: dict[str, Any]) -> None:
                 checkpoint = ray.train.Checkpoint.from_directory(d)
             ray.train.report({**metrics, "best_objective": state.best_objective}, checkpoint=checkpoint)
 
-    fit(cfg, ds, on_epoch_end=on_epoch_end, resume=resume, rank=rank, world_size=world, wrap=wrap,
+    hook = on_epoch_end
+    if trial is not None:
+        # a search trial: the trial directory is the checkpoint (see autopid.search.trial)
+        from autopid.search.trial import epoch_hook
+
+        trial_hook = epoch_hook(cfg, ds, Path(trial["dir"]), trial["number"], trial["params"], report_only)
+
+        def hook(metrics: dict[str, float], model: Any, opt: Any, sched: Any, state: Any, improved: bool) -> None:
+            if rank == 0:
+                trial_hook(metrics, model, opt, sched, state, improved)
+            else:
+                ray.train.report({**metrics, "best_objective": state.best_objective})
+
+    fit(cfg, ds, on_epoch_end=hook, resume=resume, rank=rank, world_size=world, wrap=wrap,
         device=device, domain_penalty=config.get("domain_penalty", 1.0))
 
 
 def make_trainer(cfg: TrainConfig, cache_path: str | Path, *, storage_path: str | Path, name: str,
                  callbacks: list[Any] | None = None, domain_penalty: float = 1.0,
-                 max_failures: int = 2) -> Any:
+                 max_failures: int = 2, trial: dict[str, Any] | None = None) -> Any:
     """A ``TorchTrainer`` for ``cfg``; results and checkpoints go to ``storage_path/name``.
 
     ``storage_path`` may be a local directory or any pyarrow/fsspec URL that every node
@@ -74,7 +95,7 @@ def make_trainer(cfg: TrainConfig, cache_path: str | Path, *, storage_path: str 
     return TorchTrainer(
         _train_loop_per_worker,
         train_loop_config={"train_config": cfg.model_dump(mode="json"), "cache_path": str(cache_path),
-                           "domain_penalty": domain_penalty},
+                           "domain_penalty": domain_penalty, "trial": trial},
         torch_config=TorchConfig(backend="nccl" if s.use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu,
                                                resources_per_worker=resources),
@@ -95,22 +116,17 @@ def configure_ray_env() -> None:
     """Quiet, local-friendly defaults; must run before ``import ray``."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    # a reused trial process waits this long for the previous trial's thread to end
+    os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "30")
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
+    # the legacy reporter prints nothing at verbose=0; the new one still prints its boxes
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Attach to ``address`` (or ``$RAY_ADDRESS``) or start a local instance."""
+def init_ray(address: str | None = None, num_cpus: int | None = None, *, log_to_driver: bool = True) -> None:
+    """Attach to ``address`` (or ``$RAY_ADDRESS``) or start a private local instance
+    (see :mod:`autopid.ray_local`)."""
     configure_ray_env()
-    import logging
+    from autopid.ray_local import start_or_attach
 
-    import ray
-
-    if ray.is_initialized():
-        return
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, logging_level=logging.WARNING)
-    else:
-        # "local": a new instance of our own, never a cluster that `ray start` left on this machine
-        ray.init(address="local", num_cpus=num_cpus, logging_level=logging.WARNING, include_dashboard=None)
+    start_or_attach(address, num_cpus=num_cpus, log_to_driver=log_to_driver)

@@ -1,0 +1,86 @@
+"""Spaces that tune only what acts, and output options before or after the command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from autopid.errors import ConfigError
+from autopid.search.space import load_search_space, validate_against_data
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _mda_space(tmp_path: Path, params: dict, branches: list[str] | None = None) -> Path:
+    data = yaml.safe_load((ROOT / "search_spaces" / "mda.yaml").read_text())
+    data["params"] = params
+    if branches is not None:
+        data["base"]["model"]["params"]["branches"] = branches
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize(("key", "branches", "message"), [
+    ("model.params.gnn_hidden", ["cnn", "rigidity", "tof"], "shapes the gnn branch"),
+    ("model.params.cnn_channels", ["gnn", "rigidity", "tof"], "shapes the cnn branch"),
+    ("model.params.mlp_hidden", ["gnn", "cnn"], "shapes the rigidity/tof branch"),
+])
+def test_size_of_a_disabled_branch_is_refused(tmp_path: Path, key: str, branches: list[str], message: str) -> None:
+    path = _mda_space(tmp_path, {key: {"type": "categorical", "choices": [16, 32]}}, branches)
+    with pytest.raises(ConfigError, match=message) as err:
+        load_search_space(path)
+    assert f"params.{key}" in str(err.value) and str(path) in str(err.value)
+
+
+def test_size_of_an_enabled_branch_is_accepted(tmp_path: Path) -> None:
+    path = _mda_space(tmp_path, {"model.params.gnn_hidden": {"type": "categorical", "choices": [16, 32]}},
+                      ["gnn", "tof"])
+    assert "model.params.gnn_hidden" in load_search_space(path).params
+
+
+def test_scaling_and_signal_in_background_mix_are_refused(tmp_path: Path) -> None:
+    path = _mda_space(tmp_path, {"scaling.num_workers": {"type": "int", "low": 1, "high": 2}})
+    with pytest.raises(ConfigError, match="trial resources are fixed"):
+        load_search_space(path)
+    path = _mda_space(tmp_path, {"training.background_mix.phosphorus": {"type": "uniform", "low": 0.1, "high": 0.5}})
+    with pytest.raises(ConfigError, match="'phosphorus' is the signal species"):
+        load_search_space(path)
+
+
+def test_background_species_absent_from_training_split_is_refused(tmp_path: Path) -> None:
+    space = load_search_space(ROOT / "search_spaces" / "mda.yaml")
+    data = yaml.safe_load((ROOT / "search_spaces" / "mda.yaml").read_text())
+    data["params"]["training.background_mix.silicon"] = {"type": "uniform", "low": 0.05, "high": 0.4}
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(data))
+    space = load_search_space(path)
+    study = space.studies[0]
+    manifest = {"species_counts": {"train": {"phosphorus": 40000, "sulfur": 30000, "chlorine": 7000,
+                                             "silicon": 1, "other": 500}}}
+    with pytest.raises(ConfigError, match=r"silicon.*has 1 silicon row\(s\) among 37501 background rows"):
+        validate_against_data(space, study, manifest, where=str(path))
+    manifest["species_counts"]["train"]["silicon"] = 5000
+    validate_against_data(space, study, manifest, where=str(path))
+
+
+def test_shipped_spaces_tune_only_what_acts() -> None:
+    for path in (ROOT / "search_spaces").glob("*.yaml"):
+        space = load_search_space(path)
+        assert "training.background_mix.silicon" not in space.params, path
+
+
+@pytest.mark.parametrize("argv", [
+    ["-v", "search", "--space", "x.yaml"],
+    ["search", "--space", "x.yaml", "-v"],
+    ["-q", "--debug", "search", "--resume", "d"],
+    ["search", "--resume", "d", "-q", "--debug"],
+])
+def test_output_options_before_or_after_the_command(argv: list[str]) -> None:
+    from autopid.cli import _parser
+
+    args = _parser().parse_args(argv)
+    assert args.verbose == (1 if "-v" in argv else 0)
+    assert args.quiet == ("-q" in argv) and args.debug == ("--debug" in argv)
