@@ -38,7 +38,7 @@ def _space(root: Path, dataset: Path, seed: int, trials: int, method: str) -> Pa
         "sampler": "tpe" if method == "tpe+asha" else "random",
         "seed": seed if method == "tpe+asha" else 1000 + seed,  # not the same first draws
     }
-    space["base"]["training"] = {**shipped["base"]["training"], "max_train_rows": 3000, "max_eval_rows": 2000}
+    space["base"]["training"] = {**shipped["base"]["training"], "max_train_rows": 2000, "max_eval_rows": 2000}
     path = root / f"{space['name']}.yaml"
     path.write_text(yaml.safe_dump(space))
     return path

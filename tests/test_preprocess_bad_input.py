@@ -167,3 +167,25 @@ def test_wrong_branch_name_lists_close_matches(alice_cfg: DatasetConfig, alice_r
     assert re.fullmatch(rf"{any_file}: no branch 'fEtta'; close matches: 'fEta'(, '\w+')*", msg), msg
     msg = _error(_cfg_with(alice_cfg, [good], features=[*alice_cfg.features, "zzz"]), tmp_path / "c")
     assert re.match(rf"{any_file}: no branch 'zzz'; it has 26 branches: run, fTPCSignal, ", msg), msg
+
+
+def test_staging_of_a_killed_run_is_removed_by_the_next_run(alice_cfg, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A preprocessing killed mid-build leaves its staging directory; the next run (a cache
+    hit here) removes it at once, because its owner process is gone."""
+    import subprocess
+    import sys
+
+    from autopid.preprocess import preprocess
+
+    root = tmp_path / "cache"
+    preprocess(alice_cfg, cache_root=root)
+    code = ("import os, sys; from pathlib import Path; from autopid.preprocess import cache; "
+            "p = cache.staging_dir(Path(sys.argv[1]), 'k' * 64); (p / 'half').write_text('x'); "
+            "print(p); os._exit(0)")
+    out = subprocess.run([sys.executable, "-c", code, str(root / "preprocess")], capture_output=True, text=True,
+                         check=True)
+    left = Path(out.stdout.strip())
+    assert left.is_dir() and left.name.startswith(".staging-")
+    preprocess(alice_cfg, cache_root=root)
+    assert not left.exists()
+    assert not list((root / "preprocess").glob(".staging-*"))

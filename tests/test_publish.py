@@ -192,7 +192,7 @@ def test_predict_root_file_written_by_the_simulator(fse_export: ExportResult, fs
     import uproot
 
     path = sorted((alice_root / "LHC26a" / "mc").glob("run*.root"))[0]
-    res = predict(fse_export.directory, path, threads=1, batch_size=1000)
+    res = predict(fse_export.directory, path, threads=1, batch_size=1000, apply_selection=False)
     with uproot.open(path) as fh:
         tree = fh["O2pidtracks"]
         n = tree.num_entries
@@ -219,7 +219,8 @@ def test_predict_root_file_written_by_the_simulator(fse_export: ExportResult, fs
     matrix = frame.to_numpy(np.float32)
     record = ak.Array({k: arrays[k] for k in alice_ds.columns})
     for data in (frame, matrix, record):
-        assert np.abs(predict(fse_export.directory, data, threads=1).score - res.score).max() <= 1e-6
+        assert np.abs(predict(fse_export.directory, data, threads=1, apply_selection=False).score
+                      - res.score).max() <= 1e-6
 
 
 def test_predict_mda_on_simulated_root_file(mda_export: ExportResult, mda_pt: Path, ams_ds: PreprocessedDataset,
@@ -229,7 +230,7 @@ def test_predict_mda_on_simulated_root_file(mda_export: ExportResult, mda_pt: Pa
 
     simulate_period(AMS, AmsSimConfig(), tmp_path, "P2026c", runs=1, events_per_run=300, seed=11)
     path = next((tmp_path / "P2026c" / "data").glob("run*.root"))
-    res = predict(mda_export.directory, path, threads=1)
+    res = predict(mda_export.directory, path, threads=1, apply_selection=False)
     assert len(res.score) == 300 and np.isfinite(res.score).all()
     # reference: the file read here, sentinels to NaN, through the training pipeline with the cache normaliser
     branches = list(ams_ds.manifest["features"])
@@ -246,7 +247,7 @@ def test_predict_mda_on_simulated_root_file(mda_export: ExportResult, mda_pt: Pa
     assert np.abs(ref - res.score).max() <= 1e-5
     # awkward records of the raw (array) branches work too
     rec = ak.Array({b: arrays[b] for b in branches})
-    assert np.abs(predict(mda_export.directory, rec, threads=1).score - res.score).max() <= 1e-6
+    assert np.abs(predict(mda_export.directory, rec, threads=1, apply_selection=False).score - res.score).max() <= 1e-6
 
 
 def test_predict_refuses_bad_inputs(fse_export: ExportResult, alice_ds: PreprocessedDataset) -> None:
@@ -376,7 +377,7 @@ def test_cli_models_and_predict(fse_pt: Path, alice_root: Path, tmp_path: Path,
     assert main(["predict", "--species", "proton", "--run", str(first), "--input", str(root), "--tree",
                  "O2pidtracks", "--out", str(scores), "--registry", reg, "--threads", "1"]) == 0
     frame = pd.read_parquet(scores)
-    assert list(frame.columns) == ["run", "event", "score", "selected"] and len(frame) > 100
+    assert list(frame.columns) == ["entry", "run", "event", "score", "selected"] and len(frame) > 100
     assert set(frame["run"]) == {first}
     assert main(["models", "publish", str(fse_pt.parent), "--species", "../proton", "--period", "LHC26a",
                  "--registry", reg]) == 2
@@ -408,8 +409,8 @@ def test_predict_in_batches_on_a_new_simulated_period(tmp_path: Path, fse_export
     # a fresh period written by the simulator, scored in batches with the exported model
     simulate_period(ALICE, AliceSimConfig(), tmp_path, "LHC26c", runs=1, events_per_run=500, seed=3)
     path = next((tmp_path / "LHC26c" / "mc").glob("*.root"))
-    small = predict(fse_export.directory, path, batch_size=64, threads=1)
-    big = predict(fse_export.directory, path, threads=1)
+    small = predict(fse_export.directory, path, batch_size=64, threads=1, apply_selection=False)
+    big = predict(fse_export.directory, path, threads=1, apply_selection=False)
     assert len(small.score) == 500 and np.abs(small.score - big.score).max() <= 1e-6
 
 

@@ -3,7 +3,9 @@
 1. a scheduler is SIGKILLed after publishing but before recording it; a second scheduler
    running at the same time leaves the period alone; after the lease expires a third
    one takes the run over and records the existing version: published exactly once;
-2. a candidate worse than the serving model is rejected, with its numbers recorded.
+2. a candidate worse than the serving model is rejected, with its numbers recorded, and
+   the serving model's validity is extended to the new period (a new registry entry), so
+   every run of both periods resolves to a model; `scheduler status` says which and why.
 """
 
 from __future__ import annotations
@@ -116,8 +118,12 @@ def test_killed_scheduler_is_taken_over_and_publishes_once(world: SimpleNamespac
     row = store.get(job.name, "P2026a")
     assert row is not None and row.status == SUCCEEDED and row.attempts == 2 and row.owner != owner_a
     assert row.published == "ams/phosphorus/v0001" and row.decision and row.decision["promote"] is True
+    assert row.step == "published"
     assert [str(v.id) for v in reg.versions("ams", "phosphorus")] == ["ams/phosphorus/v0001"]  # exactly once
     assert not list((reg.root / "ams" / "phosphorus").glob(".staging-*"))
+    assert not list(reg.root.glob(".tmp/export-*"))  # the export directory lives in the registry, removed
+    assert not list(Path(job.state.work_dir).glob("*/*/.candidate.staging-*"))
+    assert reg.get("ams/phosphorus/v0001").metadata["publish_key"] == f"retrain:{job.name}:P2026a"
     kinds = [e["kind"] for e in store.events(job.name, "P2026a")]
     assert kinds.count("published") == 1 and "takeover" in kinds and kinds[-1] == "succeeded"
     assert "already published" in store.events(job.name, "P2026a")[-1]["message"]
@@ -134,7 +140,8 @@ def test_killed_scheduler_is_taken_over_and_publishes_once(world: SimpleNamespac
     assert warm and set(warm[0]) == set(space.params)
 
 
-def test_worse_candidate_is_rejected_and_recorded(world: SimpleNamespace, capsys: pytest.CaptureFixture[str]) -> None:
+def test_worse_candidate_is_rejected_and_the_serving_model_extended(world: SimpleNamespace,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     job, store, reg = world.job, world.store, world.registry
     assert store.get(job.name, "P2026a").status == SUCCEEDED  # type: ignore[union-attr]  # set by the test above
     simulate_period(AMS, AmsSimConfig(), world.data, "P2026b", runs=2, events_per_run=2000, seed=3)
@@ -146,17 +153,83 @@ def test_worse_candidate_is_rejected_and_recorded(world: SimpleNamespace, capsys
     assert r.returncode == 0, r.stderr[-3000:]
     row = store.get(job.name, "P2026b")
     assert row is not None and row.status == REJECTED and row.published is None and row.serving == "ams/phosphorus/v0001"
+    assert row.step == "extended"
     d = row.decision
     assert d is not None and d["promote"] is False and d["serving_id"] == "ams/phosphorus/v0001"
     assert d["candidate"] < d["serving"] and d["improvement"] < 0 and "not enough" in d["reason"]
     # both were evaluated on the same held-out rows of the new period
     assert d["candidate_metrics"]["mc_rows"] == d["serving_metrics"]["mc_rows"] > 0
     assert d["evaluated_on"]["period"] == "P2026b"
-    assert [str(v.id) for v in reg.versions("ams", "phosphorus")] == ["ams/phosphorus/v0001"]
+    # the serving model's validity now covers P2026b too: a new entry, v0001 unchanged
+    assert d["validity_extension"] == "ams/phosphorus/v0002" and d["kept"] == "ams/phosphorus/v0001"
+    assert [str(v.id) for v in reg.versions("ams", "phosphorus")] == ["ams/phosphorus/v0001", "ams/phosphorus/v0002"]
+    ext = reg.get("ams/phosphorus/v0002")
+    assert ext.model_of == "ams/phosphorus/v0001" and ext.periods == ["P2026b"]
+    assert ext.metadata["files"] == reg.get("ams/phosphorus/v0001").metadata["files"]
+    assert ext.metadata["retrain"]["outcome"] == "kept" and ext.metadata["retrain"]["period"] == "P2026b"
+    from autopid.simulate import read_period_manifest
+
+    for period, expected in (("P2026a", "ams/phosphorus/v0001"), ("P2026b", "ams/phosphorus/v0002")):
+        first, last = read_period_manifest(world.data / period)["runs"]
+        assert {str(reg.resolve("phosphorus", run).id) for run in range(first, last + 1)} == {expected}
     assert store.get(job.name, "P2026a").attempts == 2  # type: ignore[union-attr]  # not handled again
     assert "rejected" in r.stdout and "keep the serving model" in r.stdout
 
+    b_first = read_period_manifest(world.data / "P2026b")["runs"][0]
+    assert main(["models", "resolve", "--species", "phosphorus", "--run", str(b_first),
+                 "--registry", str(reg.root)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("ams/phosphorus/v0002\t") and "the model of ams/phosphorus/v0001" in out
     assert main(["scheduler", "status", "--jobs", str(world.job_file.parent)]) == 0
     out = capsys.readouterr().out
     assert "P2026b     rejected" in out and "P2026a     succeeded" in out
     assert "ams/phosphorus/v0001" in out and "<- serving now" in out
+    import re
+
+    assert re.search(r"P2026a +runs \d+-\d+ +ams/phosphorus/v0001 +promoted: the candidate of P2026a", out), out
+    assert re.search(r"P2026b +runs \d+-\d+ +ams/phosphorus/v0002 +kept after rejection: the model of "
+                     r"ams/phosphorus/v0001, validity extended to P2026b", out), out
+
+
+def test_sigterm_during_the_search_stops_it_and_releases_the_run(world: SimpleNamespace) -> None:
+    """A SIGTERM while the search runs (its trial has 200 epochs) is passed on to the
+    search, which stops gracefully: the scheduler exits within a minute and releases the
+    run (attempt not counted, its search resumable), instead of finishing the search."""
+    import yaml
+
+    space = write_tiny_space(world.root / "long_space.yaml")
+    data = yaml.safe_load(space.read_text())
+    data["base"]["training"].update(epochs=200, early_stopping_patience=None)
+    data["scheduler"] = {"type": "none"}
+    space.write_text(yaml.safe_dump(data))
+    (world.root / "jobs_long").mkdir()
+    job_file = write_job(world.root / "jobs_long" / "long.yaml", data_root=world.data, dataset=world.dataset,
+                         space=space, work=world.root / "work_long", name="long",
+                         periods={"pattern": f"{world.data}/{{period}}", "name_regex": "P2026a"})
+    job = load_job(job_file)
+    store = StateStore(job.state_url())
+    log = (world.root / "long.log").open("w")
+    proc = subprocess.Popen([EXE, "scheduler", "run", "--jobs", str(job_file.parent)], stdout=log,
+                            stderr=subprocess.STDOUT, env=_env(), start_new_session=True)
+    try:
+        study = Path(job.state.work_dir) / job.name / "P2026a" / "search" / "studies"
+        deadline = time.time() + 300
+        while time.time() < deadline and not list(study.glob("*/trials/*/record.json")):
+            assert proc.poll() is None, (world.root / "long.log").read_text()[-3000:]
+            time.sleep(1)
+        assert list(study.glob("*/trials/*/record.json")), "the search never reported an epoch"
+        t0 = time.time()
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=120)
+        stopped_in = time.time() - t0
+    finally:
+        _kill_group(proc.pid)
+        log.close()
+    assert rc == 0, (world.root / "long.log").read_text()[-3000:]
+    assert stopped_in < 90
+    row = store.get(job.name, "P2026a")
+    assert row is not None and row.status == "pending" and row.owner is None and row.attempts == 0
+    assert row.step == "preprocessed" and row.error is None
+    last = store.events(job.name, "P2026a")[-1]
+    assert last["kind"] == "released" and "during the search" in last["message"]
+    assert (study.parent / "search.json").is_file()  # resumed by the next attempt

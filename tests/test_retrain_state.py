@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from autopid.retrain.periods import scan_periods
 from autopid.retrain.runner import retrain_once
 from autopid.retrain.scheduler import run_scheduler
 from autopid.retrain.state import FAILED, PENDING, REJECTED, RUNNING, SUCCEEDED, LeaseLost, StateStore
-from autopid.retrain.testing import tiny_job, write_tiny_space
+from autopid.retrain.testing import race_claims, race_table_creation, tiny_job, write_tiny_space
 from autopid.simulate import AMS, AmsSimConfig, read_period_manifest, simulate_period
 from autopid.simulate._common import PERIOD_MANIFEST
 
@@ -60,35 +59,16 @@ def test_a_handled_period_is_not_handled_again(store: StateStore) -> None:
     assert final is not None and final.status == REJECTED and final.attempts == 1 and final.timings == {"x": 1.0}
 
 
-_RACER = textwrap.dedent("""
-    import sys, time
-    from autopid.retrain.state import StateStore
-    url, owner, start, periods = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4].split(",")
-    store = StateStore(url)
-    while time.time() < start:
-        time.sleep(0.001)
-    won = [p for p in periods if store.claim("job", p, owner, 60) is not None]
-    print(",".join(won))
-""")
-
-
-def test_two_schedulers_never_claim_the_same_period(tmp_path: Path, store: StateStore) -> None:
+def test_two_schedulers_never_claim_the_same_period(store: StateStore) -> None:
     """Real processes race for the same rows of one SQLite file: each period has one owner."""
-    periods = [f"P{i}" for i in range(8)]
-    for p in periods:
-        store.seen("job", p)
-    start = time.time() + 4.0  # every process is up and waiting before the race starts
-    procs = [subprocess.Popen([sys.executable, "-c", _RACER, store.url, f"racer{i}", str(start), ",".join(periods)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(4)]
-    outs = [p.communicate(timeout=120) for p in procs]
-    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
-    won = [w for out, _ in outs for w in out.strip().split(",") if w]
-    assert sorted(won) == sorted(periods), won  # each period claimed exactly once
-    for p in periods:
-        row = store.get("job", p)
-        assert row is not None and row.status == RUNNING and row.attempts == 1
-    claims = [e for e in store.events("job") if e["kind"] in ("claimed", "takeover")]
-    assert len(claims) == len(periods)
+    race_claims(store)
+
+
+def test_table_creation_on_a_fresh_database_is_race_free(tmp_path: Path) -> None:
+    """Several schedulers started together on a fresh SQLite state (it crashed with
+    'table retrain_runs already exists' in about half of the tries): five processes open
+    each of three fresh databases at the same moment."""
+    race_table_creation([f"sqlite:///{tmp_path / f'fresh{i}.db'}" for i in range(3)])
 
 
 def test_expired_lease_is_taken_over_and_the_old_owner_fenced_off(store: StateStore) -> None:
@@ -199,3 +179,51 @@ def test_sigterm_stops_the_scheduler_and_releases_the_run(tmp_path: Path) -> Non
     assert row.step == "preprocessed" and row.error is None
     assert [e["kind"] for e in store.events(job.name)][-1] == "released"
     assert store.claim(job.name, "P2026a", "next", 30) is not None  # due again at once
+
+
+def test_a_broken_period_fails_alone_and_the_others_proceed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """An unreadable completion marker marks that period failed, with its error; the next
+    period is still handled (held after its preprocessing by the test hook, then stopped)."""
+    import threading
+
+    from autopid.retrain.period_pass import PAUSE_ENV, PAUSE_S_ENV
+    from autopid.testing import dataset_for, write_dataset_yaml
+
+    data = tmp_path / "data"
+    for period in ("P2026a", "P2026b"):
+        simulate_period(AMS, AmsSimConfig(), data, period, runs=1, events_per_run=800, seed=1)
+    (data / "P2026a" / PERIOD_MANIFEST).write_text('{"runs": [1600067600, ')  # truncated by a transfer
+    wide = [{"branch": "trk_charge_inner", "op": "between", "value": [13.5, 17.5]}]
+    dataset = write_dataset_yaml(dataset_for("ams", data, selection=wide), tmp_path / "ams.yaml")
+    (tmp_path / "jobs").mkdir()
+    job = tiny_job(tmp_path / "jobs" / "job.yaml", data_root=data, dataset=dataset,
+                   space=write_tiny_space(tmp_path / "space.yaml"), work=tmp_path / "work",
+                   retry={"max_attempts": 1, "backoff_s": 0.1})
+    store = StateStore(job.state_url())
+    monkeypatch.setenv(PAUSE_ENV, "preprocessed")
+    monkeypatch.setenv(PAUSE_S_ENV, "120")
+    stop = threading.Event()
+
+    def stop_after_preprocessing() -> None:
+        deadline = time.time() + 180
+        while time.time() < deadline and not any(e["kind"] == "preprocessed" for e in store.events(job.name, "P2026b")):
+            time.sleep(0.2)
+        stop.set()
+
+    watcher = threading.Thread(target=stop_after_preprocessing, daemon=True)
+    watcher.start()
+    results = retrain_once(job, store, stop=stop)
+    watcher.join(timeout=5)
+    assert [(r.period, r.status) for r in results] == [("P2026a", FAILED)]
+    bad = store.get(job.name, "P2026a")
+    assert bad is not None and bad.status == FAILED and bad.attempts == 1
+    assert "period.json: unreadable completion marker" in (bad.error or "") and "P2026a" in (bad.error or "")
+    good = store.get(job.name, "P2026b")
+    assert good is not None and good.step == "preprocessed" and good.status == PENDING and good.error is None
+    assert [e["kind"] for e in store.events(job.name, "P2026b")][-1] == "released"
+
+    assert main(["scheduler", "status", "--jobs", str(tmp_path / "jobs")]) == 0
+    out = capsys.readouterr().out
+    assert "broken completion marker: P2026a" in out and "unreadable completion marker" in out
+    assert "P2026a     runs ?  -  no model: failed" in out

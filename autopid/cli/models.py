@@ -27,22 +27,26 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                              "on the test split and publish as the next version.")
     pub.add_argument("path", help="training run directory (model.pt), search study directory (best_model.pt), "
                      "search directory with one matching study, or a .pt file")
-    pub.add_argument("--species", required=True, help="the species the model selects")
+    pub.add_argument("--species", required=True, help="the species the model selects (required)")
     pub.add_argument("--period", default=None, help="run period the model is valid for (its runs come from the "
-                     "cache inputs of that period)")
-    pub.add_argument("--runs", default=None, metavar="FIRST-LAST", help="validity run range (overrides the period's)")
+                     "cache inputs of that period; default: none, then --runs is needed)")
+    pub.add_argument("--runs", default=None, metavar="FIRST-LAST",
+                     help="validity run range (default: the period's runs)")
     pub.add_argument("--cache", default=None, metavar="ENTRY", help="preprocessing cache entry the model was trained on "
                      "(default: found from the run directory or the cache root)")
     pub.add_argument("--baseline-metrics", default=None, metavar="JSON",
-                     help="baseline metrics to record next to the model's")
+                     help="baseline metrics to record next to the model's (default: none)")
     pub.add_argument("--tolerance", type=float, default=None,
                      help="ONNX vs PyTorch parity tolerance (default: 1e-5)")
-    pub.add_argument("--max-eval-rows", type=int, default=200_000, help="rows per domain for the test metrics")
+    pub.add_argument("--max-eval-rows", type=int, default=200_000,
+                     help="rows per domain for the test metrics (default: 200000)")
     pub.set_defaults(func=run_publish)
 
-    ls = actions.add_parser("list", parents=[common, reg], help="list published versions")
-    ls.add_argument("--species", default=None)
-    ls.add_argument("--experiment", default=None)
+    ls = actions.add_parser("list", parents=[common, reg], help="list published versions",
+                            description="Every version of the registry, revoked ones and validity extensions "
+                            "included, oldest first per species.")
+    ls.add_argument("--species", default=None, help="only this species, e.g. phosphorus (default: all species)")
+    ls.add_argument("--experiment", default=None, help="only this experiment, e.g. ams (default: all experiments)")
     ls.set_defaults(func=run_list)
 
     show = actions.add_parser("show", parents=[common, reg], help="show one version's metadata (files verified)")
@@ -50,15 +54,20 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     show.add_argument("--json", action="store_true", help="print the whole metadata.json")
     show.set_defaults(func=run_show)
 
-    res = actions.add_parser("resolve", parents=[common, reg], help="which version serves a run?")
-    res.add_argument("--species", required=True)
-    res.add_argument("--run", required=True, type=int)
-    res.add_argument("--experiment", default=None)
+    res = actions.add_parser("resolve", parents=[common, reg], help="which version serves a run?",
+                             description="The newest non-revoked version whose run range covers the run (the "
+                             "conditions-database rule: the latest upload wins). Prints its id and directory.")
+    res.add_argument("--species", required=True, help="the species to select, e.g. phosphorus (required)")
+    res.add_argument("--run", required=True, type=int, help="run number, e.g. 1600067600 (required)")
+    res.add_argument("--experiment", default=None, help="experiment, e.g. ams (default: the one experiment that "
+                     "publishes the species; required when several do)")
     res.set_defaults(func=run_resolve)
 
-    rev = actions.add_parser("revoke", parents=[common, reg], help="revoke a version (kept, no longer resolved)")
-    rev.add_argument("model_id", metavar="ID")
-    rev.add_argument("--reason", default="", help="recorded in revoked.json")
+    rev = actions.add_parser("revoke", parents=[common, reg], help="revoke a version (kept, no longer resolved)",
+                             description="Mark a version revoked: its files stay, but resolve no longer returns "
+                             "it (an older version covering the run serves again).")
+    rev.add_argument("model_id", metavar="ID", help="EXPERIMENT/SPECIES/vNNNN to revoke, e.g. ams/phosphorus/v0002")
+    rev.add_argument("--reason", default="", help="recorded in revoked.json (default: empty)")
     rev.set_defaults(func=run_revoke)
 
 
@@ -138,11 +147,20 @@ def run_show(args: argparse.Namespace) -> int:
 
 def run_resolve(args: argparse.Namespace) -> int:
     v = _registry(args).resolve(args.species, args.run, args.experiment)
+    first, last = v.runs
     print(f"{v.id}\t{v.path}")
+    print(f"  runs {first}-{last} ({', '.join(v.periods) or 'no period'}): {v.explain()}")
     return 0
 
 
 def run_revoke(args: argparse.Namespace) -> int:
-    v = _registry(args).revoke(args.model_id, args.reason)
+    reg = _registry(args)
+    v = reg.revoke(args.model_id, args.reason)
     print(f"revoked {v.id} ({v.revoked.get('revoked') if v.revoked else ''})")
+    same = [o for o in reg.versions(v.id.experiment, v.id.species)
+            if o.revoked is None and o.id != v.id and o.model_of == v.model_of]
+    if same:
+        print(f"  the same model ({v.model_of}) still serves through: "
+              + ", ".join(f"{o.id} (runs {o.runs[0]}-{o.runs[1]})" for o in same)
+              + "; revoke those too if the model itself is bad")
     return 0

@@ -9,8 +9,10 @@ from typing import Any
 
 def state_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state", default=None, metavar="URL",
-                   help="state database URL (overrides the job files'; default: sqlite:///<work_dir>/state.db)")
-    p.add_argument("--work-dir", default=None, metavar="DIR", help="searches and exports (overrides the job files')")
+                   help="state database SQLAlchemy URL, e.g. postgresql+psycopg://user:pw@host/db (default: the "
+                   "job files' state.url, else sqlite:///<work_dir>/state.db)")
+    p.add_argument("--work-dir", default=None, metavar="DIR",
+                   help="searches and exports (default: the job files' state.work_dir, else retrain/)")
 
 
 def with_overrides(job: Any, args: argparse.Namespace) -> Any:
@@ -27,9 +29,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                        description="Detect complete new periods of a job, search (warm-started) on Ray, compare the "
                        "candidate with the serving model on the new period's held-out data, publish or reject, and "
                        "record it in the state database.")
-    p.add_argument("--job", required=True, metavar="YAML", help="job file (see jobs/)")
+    p.add_argument("--job", required=True, metavar="YAML", help="job file, e.g. jobs/ams_phosphorus.yaml (required)")
     p.add_argument("--once", action="store_true", help="one pass: handle every new period, then exit "
-                   "(without it, the job runs on its schedule like `autopid scheduler run`)")
+                   "(default: off, the job runs on its schedule like `autopid scheduler run`)")
     state_options(p)
     p.add_argument("--address", default=None,
                    help="Ray cluster address for the searches (default: $RAY_ADDRESS, else a local Ray)")

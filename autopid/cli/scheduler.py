@@ -18,20 +18,25 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     run_p = actions.add_parser("run", parents=[common], help="long-running: each job on its schedule",
                                description="SIGTERM stops it after the current step (the run is released).")
     run_p.add_argument("--jobs", default="jobs", metavar="DIR", help="directory of job files (default: jobs/)")
-    run_p.add_argument("--max-passes", type=int, default=None, help="stop after N passes (tests, cron-like use)")
-    run_p.add_argument("--until-idle", action="store_true", help="stop when no period is due or waiting to retry")
+    run_p.add_argument("--max-passes", type=int, default=None, metavar="N",
+                       help="stop after N passes (tests, cron-like use; default: run until stopped)")
+    run_p.add_argument("--until-idle", action="store_true",
+                       help="stop when no period is due, running elsewhere or waiting to retry (default: off)")
     state_options(run_p)
     add_metrics_args(run_p)  # Prometheus: autopid_scheduler_* (deploy/prometheus scrapes port 9465)
     run_p.set_defaults(func=run)
-    st = actions.add_parser("status", parents=[common], help="periods seen, runs, decisions, what serves now")
+    st = actions.add_parser("status", parents=[common], help="periods seen, runs, decisions, what serves now",
+                            description="Per job: the periods on disk, the runs and the gate's decisions, which "
+                            "registry entry serves each period and why (promoted, or kept after a rejection), "
+                            "and the registry lineage.")
     st.add_argument("--jobs", default="jobs", metavar="DIR", help="directory of job files (default: jobs/)")
-    st.add_argument("--job", default=None, metavar="NAME", help="only this job")
+    st.add_argument("--job", default=None, metavar="NAME", help="only this job (default: every job in --jobs)")
     state_options(st)
     st.set_defaults(func=status)
     rt = actions.add_parser("retry", parents=[common], help="make a failed period due again (after fixing its cause)")
     rt.add_argument("--jobs", default="jobs", metavar="DIR", help="directory of job files (default: jobs/)")
-    rt.add_argument("--job", required=True, metavar="NAME")
-    rt.add_argument("--period", required=True)
+    rt.add_argument("--job", required=True, metavar="NAME", help="the job's name (its `name:`, required)")
+    rt.add_argument("--period", required=True, help="the failed period, e.g. P2026b (required)")
     state_options(rt)
     rt.set_defaults(func=retry)
 
@@ -70,10 +75,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def status(args: argparse.Namespace) -> int:
+    from autopid.retrain.period_pass import clean_work_dir
     from autopid.retrain.report import status_report
     from autopid.retrain.state import StateStore
 
     jobs = _jobs(args)
+    for job in jobs:
+        clean_work_dir(job)  # staging directories of killed exports
     print(status_report(jobs, {j.name: StateStore(j.state_url()) for j in jobs}))
     return 0
 

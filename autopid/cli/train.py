@@ -11,15 +11,22 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("train", parents=[common], help="train one model on Ray Train (one run directory)",
                        description="Train one model from a training YAML on Ray Train workers. "
                        "Re-running with the same --out resumes from the last checkpoint.")
-    p.add_argument("--config", required=True, help="training YAML (e.g. a search's best_config.yaml)")
-    p.add_argument("--out", default=None, help="run directory (default: runs/train-<family>-<species>-<time>)")
-    p.add_argument("--num-workers", type=int, default=None, help="Ray Train workers (overrides scaling.num_workers)")
-    p.add_argument("--use-gpu", action="store_true", help="train on GPUs (one per worker by default)")
-    p.add_argument("--epochs", type=int, default=None, help="override training.epochs")
+    p.add_argument("--config", required=True, metavar="YAML",
+                   help="training YAML, e.g. a search's best_config.yaml (required)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="run directory; an existing one is resumed (default: runs/train-<family>-<species>-<time>)")
+    p.add_argument("--num-workers", type=int, default=None, metavar="N",
+                   help="Ray Train workers (default: the config's scaling.num_workers)")
+    p.add_argument("--use-gpu", action="store_true",
+                   help="train on GPUs, one per worker unless scaling.gpus_per_worker says less (default: the "
+                   "config's scaling.use_gpu)")
+    p.add_argument("--epochs", type=int, default=None, metavar="N",
+                   help="maximum epochs (default: the config's training.epochs)")
     p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
                    help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
-    p.add_argument("--scheduler", default=os.environ.get("DASK_SCHEDULER_ADDRESS"),
-                   help="Dask distributed scheduler for preprocessing (default: local threads)")
+    p.add_argument("--scheduler", default=os.environ.get("DASK_SCHEDULER_ADDRESS"), metavar="ADDRESS",
+                   help="Dask distributed scheduler for preprocessing (default: $DASK_SCHEDULER_ADDRESS, else local "
+                   "threads)")
     p.set_defaults(func=run)
 
 
@@ -36,7 +43,9 @@ def run(args: argparse.Namespace) -> int:
                                       "training": training.model_dump()})
     summary = train(cfg, run_dir=args.out, address=args.address, scheduler=args.scheduler)
     m = summary["best_metrics"]
-    print(f"best epoch {summary['best_epoch']}/{summary['epochs_run']}: val AUC {m['val_auc']:.4f}, "
+    stopped = (f", stopped early (max {summary['epochs_max']})"
+               if summary.get("epochs_max") and summary["epochs_run"] < summary["epochs_max"] else "")
+    print(f"best epoch {summary['best_epoch']} of {summary['epochs_run']} run{stopped}: val AUC {m['val_auc']:.4f}, "
           f"domain accuracy {m['domain_accuracy']:.3f}, objective {m['objective']:.4f}")
     print(f"model: {summary['model']}")
     print(f"run directory: {summary['run_dir']} ({summary['seconds']:.0f} s)")

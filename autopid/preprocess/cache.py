@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import shutil
-import uuid
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -65,11 +64,24 @@ def cache_key(config_json: str, input_hashes: Iterable[tuple[str, str, str]]) ->
     return h.hexdigest()
 
 
+STAGING_PREFIX = ".staging-"
+
+
 def staging_dir(root: Path, key: str) -> Path:
-    """A private directory to build an entry in; invisible to readers (leading dot)."""
-    path = root / f".staging-{key[:16]}-{uuid.uuid4().hex[:8]}"
-    path.mkdir(parents=True)
-    return path
+    """A private directory to build an entry in; invisible to readers (leading dot). Its
+    name carries its owner (pid, start time, host): the next preprocessing in this cache
+    removes it at once if that process is gone (killed mid-build)."""
+    from autopid.owned_dirs import make_owned_dir
+
+    remove_stale(root)
+    return make_owned_dir(root, STAGING_PREFIX)
+
+
+def remove_stale(root: Path) -> list[Path]:
+    """Remove staging directories of preprocessing runs that were killed."""
+    from autopid.owned_dirs import remove_stale_dirs
+
+    return remove_stale_dirs(root, (STAGING_PREFIX,))
 
 
 def publish(staging: Path, final: Path) -> Path:

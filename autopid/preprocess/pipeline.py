@@ -81,6 +81,7 @@ def preprocess(
     keyed = cfg.model_dump(mode="json", exclude={"sources": {"__all__": {"files"}}})
     key = _cache.cache_key(json.dumps(keyed, sort_keys=True), [(t.domain, t.tree, hashes[t.path]) for t in tasks])
     final = root / f"{cfg.name}-{key[:16]}"
+    _cache.remove_stale(root)  # what a killed run left, cache hit or not
     manifest = _cache.read_manifest(final)
     if manifest is not None and not force:
         metrics.CACHE_HITS.labels(cfg.experiment, cfg.name).inc()

@@ -175,7 +175,7 @@ def evaluate_pair(candidate: Any, serving: Any, ds: Any, species: str, *, max_ro
         if model is None:
             out.append(None)
             continue
-        p = open_model(model, threads=threads)
+        p = open_model(model, threads=threads, apply_selection=False)  # cache rows: already selected
         if p.threshold is None:
             raise ConfigError(f"{p.name}: no thresholds.json; cannot evaluate at its working point")
         out.append(held_out_metrics(p, ds, species, p.threshold, max_rows=max_rows, seed=seed))

@@ -160,14 +160,15 @@ def run_parity(model: nn.Module, family: str, ds: Any, predictor: Any, *, tolera
     recorded = as_recorded(sample, spec, list(spec.get("sentinels") or []))
     report = ParityReport(rows=len(sample), tolerance=tolerance,
                           patterns={k: int(v) for k, v in sample["_pattern"].value_counts().sort_index().items()})
+    # the sample rows passed the selection in preprocessing, and lack the branches it tests
     checks = {
-        "one batch": lambda: predictor.predict(raw).score,
-        "batches of 3": lambda: predictor.predict(raw, batch_size=3).score,
-        "one row at a time": lambda: predictor.predict(raw, batch_size=1).score,
+        "one batch": lambda: predictor.predict(raw, apply_selection=False).score,
+        "batches of 3": lambda: predictor.predict(raw, batch_size=3, apply_selection=False).score,
+        "one row at a time": lambda: predictor.predict(raw, batch_size=1, apply_selection=False).score,
         # the FSE graph itself must undo these; for the MDA the Python side does
         "values as recorded (sentinels, unmasked rule columns)": lambda: (
             predictor.score_matrix(recorded[spec["columns"]].to_numpy(np.float32))
-            if family == "fse" else predictor.predict(recorded[spec["columns"]]).score),
+            if family == "fse" else predictor.predict(recorded[spec["columns"]], apply_selection=False).score),
     }
     for name, run in checks.items():
         report.checks[name] = compare(ref, run(), labels, name, tolerance, where)

@@ -5,6 +5,12 @@
 validity (the runs of the named period in the cache inputs, or an explicit range),
 exports to ONNX with the parity check, chooses the thresholds, evaluates on the test
 split (MC and Data), and publishes everything with its provenance.
+
+The export is written into a private directory inside the registry
+(``ROOT/.tmp/export-<pid>.<start>.<random>@<host>``, see
+:meth:`autopid.publish.registry.Registry.export_dir`), removed when the publish ends; one
+left by a killed publish is removed by the next registry operation once its owner
+process is gone.
 """
 
 from __future__ import annotations
@@ -15,7 +21,6 @@ import os
 import platform
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -173,11 +178,13 @@ def publish_model(path: str | Path, *, species: str, period: str | None = None, 
                   registry: Registry | str | Path | None = None, cache: str | Path | None = None,
                   baseline_metrics: str | Path | dict[str, Any] | None = None, tolerance: float | None = None,
                   max_eval_rows: int | None = 200_000, threads: int | None = 1,
-                  extra_metadata: dict[str, Any] | None = None) -> ModelVersion:
+                  extra_metadata: dict[str, Any] | None = None, once_key: str | None = None) -> ModelVersion:
     """Export, check, evaluate and publish a trained model; returns the new version.
 
     ``extra_metadata`` is recorded under its own keys (e.g. ``retrain``: the job, period
-    and run that published it, so that a retried run can find its own publication)."""
+    and run that published it, so that a retried run can find its own publication).
+    ``once_key``: publish only if no version carries this key yet, else raise
+    :class:`~autopid.publish.registry.AlreadyPublished` (see :meth:`Registry.publish`)."""
     from autopid.publish.evaluation import held_out_metrics
     from autopid.publish.files import EXPORT_INFO_FILE
     from autopid.publish.onnx_export import write_export
@@ -201,10 +208,14 @@ def publish_model(path: str | Path, *, species: str, period: str | None = None, 
     first, last = runs if runs is not None else period_runs(ds, str(period))
     validity = check_validity({"runs": [first, last], "periods": [period] if period else []})
 
-    work = Path(tempfile.mkdtemp(prefix="autopid-export-"))
+    if once_key is not None and (done := reg.published_for(experiment, species, once_key)) is not None:
+        from autopid.publish.registry import AlreadyPublished
+
+        raise AlreadyPublished(once_key, done)  # before the export; checked again atomically at the rename
+    work = reg.export_dir()
     try:
         result = write_export(source.model, ds, work, tolerance=tolerance, threads=threads)
-        predictor = Predictor(work, threads=threads)
+        predictor = Predictor(work, threads=threads, apply_selection=False)  # scores cache rows, already selected
         metrics = held_out_metrics(predictor, ds, species, float(predictor.threshold), max_rows=max_eval_rows)
         export_info = _json(work / EXPORT_INFO_FILE)
         from autopid.publish.evaluation import jsonable
@@ -217,12 +228,13 @@ def publish_model(path: str | Path, *, species: str, period: str | None = None, 
             "source_model": {**export_info.get("source_model", {}), "directory": str(source.directory)},
             "model_params": payload.get("params"), "domain_head_dropped": bool(payload.get("domain_head")),
             "thresholds": result.thresholds, "parity": result.parity.to_dict(), "onnx": export_info.get("onnx"),
+            "selection": export_info.get("selection"),  # what predict applies before scoring
             "metrics": metrics, "baseline_metrics": _baseline(baseline_metrics),
             "git_revision": git_revision(), "versions": package_versions(),
             "host": platform.node(), "user": os.environ.get("USER", ""),
             **(extra_metadata or {}),
         })
-        version = reg.publish(work, meta)
+        version = reg.publish(work, meta, once_key=once_key)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     _log.info("published %s (runs %d-%d)", version.id, first, last)

@@ -16,10 +16,28 @@ on an atomic, exclusive directory rename that object stores do not offer.
 
 Publishing is atomic: the files are copied into a hidden staging directory next to the
 version directories, fsynced, and the staging directory is renamed to ``v<N+1>``. The
-rename fails if that version exists, so of two concurrent publishers one gets ``vN``
-and the other retries with ``vN+1`` (its metadata rewritten); a version is never
-overwritten, and a reader sees either no new version or a complete one, even if the
-publisher is killed mid-write.
+final step (choosing N, writing the metadata, the rename) runs under an exclusive
+``flock`` on ``<species>/.publish.lock``, which the kernel releases when the holder dies,
+so concurrent publishers get consecutive versions; the rename also fails if that version
+exists, so a version is never overwritten, and a reader sees either no new version or a
+complete one, even if the publisher is killed mid-write.
+
+Published once: a publish may carry a ``once_key`` (the retraining uses
+``retrain:<job>:<period>``). It is recorded in the metadata (``publish_key``) and checked
+under the same lock, just before the rename: if a version with that key exists, the
+publish raises :class:`AlreadyPublished` naming it and nothing is written. The check and
+the rename are one step for every other publisher, whatever the timing.
+
+Validity extensions (the conditions-database way to say "this model also serves these
+runs"): :meth:`Registry.extend` publishes the files of an existing version again as a new
+version with a new run range and ``model_of`` naming the version whose trained model it
+is. The latest upload wins; nothing earlier is changed.
+
+Nothing left behind: staging directories (and the export directories of
+:func:`autopid.publish.publisher.publish_model` under ``ROOT/.tmp/``) carry their owner's
+host, pid and process start time in their name; any registry operation removes those
+whose owner process is gone (same host), at once. Directories of another host, or of an
+older format, are removed once older than 24 h.
 
 Lookup by run follows the conditions-database rule: among the versions that are not
 revoked and whose run range covers the run, the latest upload (highest version) wins.
@@ -27,13 +45,14 @@ revoked and whose run range covers the run, the latest upload (highest version) 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import errno
 import json
 import os
 import shutil
 import time
-import uuid
+from collections.abc import Iterator
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +60,14 @@ from typing import Any
 
 from autopid._logging import get_logger
 from autopid.errors import AutopidError, ConfigError, InputError
+from autopid.owned_dirs import (  # noqa: F401 - re-exported: the registry's users import them from here
+    STALE_STAGING_S,
+    host_name,
+    make_owned_dir,
+    owner_gone,
+    owner_tag,
+    remove_stale_dirs,
+)
 from autopid.provenance import atomic_write_text, sha256_file
 from autopid.publish.names import ModelId, check_name, parse_model_id, parse_version_dir, version_dir
 
@@ -51,8 +78,14 @@ METADATA_FILE = "metadata.json"
 METADATA_SUM_FILE = "metadata.json.sha256"
 REVOKED_FILE = "revoked.json"
 STAGING_PREFIX = ".staging-"
+TMP_DIR = ".tmp"  # export directories of publish_model: ROOT/.tmp/export-<owner>
+EXPORT_PREFIX = "export-"
+LOCK_FILE = ".publish.lock"
 REGISTRY_FORMAT = 1
-STALE_STAGING_S = 24 * 3600
+LOCK_TIMEOUT_S = 600.0
+
+
+# directories that name their owner: see autopid.owned_dirs
 
 
 def default_registry_root() -> Path:
@@ -169,6 +202,27 @@ class ModelVersion:
         first, last = self.runs
         return first <= run <= last
 
+    @property
+    def model_of(self) -> str:
+        """The version whose trained model this is: itself, or for a validity extension
+        the version it extends (followed to the one that was trained)."""
+        return str(self.metadata.get("model_of") or self.id)
+
+    @property
+    def is_extension(self) -> bool:
+        return bool(self.metadata.get("model_of"))
+
+    def explain(self) -> str:
+        """Why this version exists, in one line (a promotion, a kept model, by hand)."""
+        info = self.metadata.get("retrain") or {}
+        ext = self.metadata.get("extension") or {}
+        if self.is_extension:
+            why = ext.get("reason") or "validity extended"
+            return f"the model of {self.model_of}, validity extended: {why}"
+        if info:
+            return f"promoted by retraining {info.get('job')}/{info.get('period')}"
+        return "published by hand"
+
     def verify(self) -> None:
         """Check the sha256 of ``metadata.json`` and of every file it lists; refuse a
         corrupted or missing file with an error naming it."""
@@ -196,8 +250,18 @@ class ModelVersion:
         m = self.metadata
         status = "REVOKED" if self.revoked else "active"
         periods = ",".join(self.periods) or "-"
+        extends = f"  (model of {self.model_of})" if self.is_extension else ""
         return (f"{str(self.id):<28} {m.get('family', '?'):<4} runs {first}-{last} ({periods})  "
-                f"{m.get('created', '?')[:19]}  {status}")
+                f"{m.get('created', '?')[:19]}  {status}{extends}")
+
+
+class AlreadyPublished(AutopidError):
+    """A version with this ``once_key`` exists: nothing was published."""
+
+    def __init__(self, key: str, version: ModelVersion) -> None:
+        super().__init__(f"{version.id} was already published for {key}; not published again")
+        self.key = key
+        self.version = version
 
 
 class Registry:
@@ -205,6 +269,23 @@ class Registry:
 
     def __init__(self, root: str | Path | None = None) -> None:
         self.root = _local_root(root)
+        self._cleaned = False
+
+    def clean_stale(self, *, force: bool = False) -> list[Path]:
+        """Remove staging and export directories whose owner process is gone (once per
+        instance unless ``force``); returns what was removed."""
+        if self._cleaned and not force:
+            return []
+        self._cleaned = True
+        removed = remove_stale_dirs(self.root / TMP_DIR, (EXPORT_PREFIX,))
+        for exp, sp in self._pairs(None, None):
+            removed += remove_stale_dirs(self.root / exp / sp, (STAGING_PREFIX,))
+        return removed
+
+    def export_dir(self) -> Path:
+        """A new private directory under ``ROOT/.tmp`` for an export before publishing."""
+        self.clean_stale()
+        return make_owned_dir(self.root / TMP_DIR, EXPORT_PREFIX)
 
     def __repr__(self) -> str:
         return f"Registry({str(self.root)!r})"
@@ -245,6 +326,7 @@ class Registry:
                  strict: bool = False) -> list[ModelVersion]:
         """Every published version (revoked ones included), oldest first per species.
         An unreadable version is skipped with a warning, or refused when ``strict``."""
+        self.clean_stale()
         out = []
         for exp, sp in self._pairs(experiment, species):
             sdir = self.species_dir(exp, sp)
@@ -260,6 +342,7 @@ class Registry:
     def get(self, model_id: str | ModelId, *, verify: bool = True) -> ModelVersion:
         """The version ``experiment/species/vNNNN``, checked against its sha256 sums."""
         mid = model_id if isinstance(model_id, ModelId) else parse_model_id(str(model_id))
+        self.clean_stale()
         path = self.version_path(mid)
         if not path.is_dir():
             raise ConfigError(f"model {mid}: not in the registry {self.root}")
@@ -301,16 +384,6 @@ class Registry:
         _fsync_dir(version.path)
         return ModelVersion.load(version.path)
 
-    def _clean_stale(self, sdir: Path) -> None:
-        now = time.time()
-        for p in sdir.iterdir():
-            if p.name.startswith(STAGING_PREFIX):
-                try:
-                    if now - p.stat().st_mtime > STALE_STAGING_S:
-                        shutil.rmtree(p, ignore_errors=True)
-                except OSError:
-                    continue
-
     def _replaces(self, sdir: Path, runs: list[int]) -> str | None:
         """The newest non-revoked version whose validity overlaps ``runs``."""
         best = None
@@ -324,12 +397,59 @@ class Registry:
                 best = str(v.id)
         return best
 
-    def publish(self, source_dir: str | Path, metadata: Mapping[str, Any], *, max_attempts: int = 100) -> ModelVersion:
+    @contextlib.contextmanager
+    def _locked(self, sdir: Path, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+        """The species' publish lock (an exclusive ``flock``, dropped by the kernel if the
+        holder dies): the final step of every publish runs under it."""
+        import fcntl
+
+        sdir.mkdir(parents=True, exist_ok=True)
+        path = sdir / LOCK_FILE
+        fh = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - closed below
+        try:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                try:
+                    fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        fh.seek(0)
+                        holder = fh.read().strip() or "holder unknown"
+                        raise AutopidError(f"{path}: held by another publisher for more than {timeout_s:.0f} s "
+                                           f"({holder}); nothing was published") from None
+                    time.sleep(0.02)
+            fh.seek(0)
+            fh.truncate()
+            fh.write(json.dumps({"host": host_name(), "pid": os.getpid(), "since": _now()}) + "\n")
+            fh.flush()
+            yield
+        finally:
+            fh.close()  # releases the lock
+
+    def _with_key(self, sdir: Path, key: str) -> ModelVersion | None:
+        for n in reversed(self._version_numbers(sdir)):
+            try:
+                v = ModelVersion.load(sdir / version_dir(n))
+            except InputError:
+                continue
+            if v.metadata.get("publish_key") == key:
+                return v
+        return None
+
+    def published_for(self, experiment: str, species: str, key: str) -> ModelVersion | None:
+        """The version published with ``once_key == key``, if any (revoked ones too)."""
+        return self._with_key(self.species_dir(experiment, species), key)
+
+    def publish(self, source_dir: str | Path, metadata: Mapping[str, Any], *, once_key: str | None = None,
+                max_attempts: int = 100) -> ModelVersion:
         """Publish the files of ``source_dir`` as the next version (see the module docstring).
 
         ``metadata`` must hold ``experiment``, ``species`` and ``validity``
         (``{"runs": [first, last], "periods": [...]}``); the registry adds ``id``,
-        ``version``, ``created``, ``replaces`` and the sha256 of every file.
+        ``version``, ``created``, ``replaces``, ``publish_key`` and the sha256 of every file.
+        With ``once_key``, raises :class:`AlreadyPublished` if a version with that key
+        exists, checked atomically with the rename.
         """
         src = Path(source_dir)
         try:
@@ -337,6 +457,8 @@ class Registry:
             validity = check_validity(metadata["validity"])
         except KeyError as exc:
             raise ConfigError(f"metadata: {exc.args[0]!r} is required to publish") from exc
+        if once_key is not None and (not isinstance(once_key, str) or not once_key.strip()):
+            raise ConfigError(f"once_key {once_key!r}: expected a non-empty string")
         sdir = self.species_dir(experiment, species)
         files = sorted(p for p in src.iterdir() if p.is_file() and not p.name.startswith("."))
         reserved = {METADATA_FILE, METADATA_SUM_FILE, REVOKED_FILE}
@@ -344,39 +466,65 @@ class Registry:
         if not files:
             raise InputError(f"{src}: no files to publish")
         sdir.mkdir(parents=True, exist_ok=True)
-        self._clean_stale(sdir)
-        staging = sdir / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
-        staging.mkdir()
+        self.clean_stale()
+        if once_key is not None and (done := self._with_key(sdir, once_key)) is not None:
+            raise AlreadyPublished(once_key, done)  # early: no copy needed
+        staging = make_owned_dir(sdir, STAGING_PREFIX)
         try:
             sums = {}
             for p in files:
                 copy_file(p, staging / p.name)
                 sums[p.name] = sha256_file(staging / p.name)
-            n = 0
-            for _ in range(max_attempts):
-                n = max(n, max(self._version_numbers(sdir), default=0)) + 1
-                target = sdir / version_dir(n)
-                if os.path.lexists(target):
-                    continue
-                mid = ModelId(experiment, species, n)
-                meta = {**dict(metadata), "format": REGISTRY_FORMAT, "id": str(mid), "experiment": experiment,
-                        "species": species, "version": n, "validity": validity, "created": _now(),
-                        "replaces": self._replaces(sdir, validity["runs"]), "files": sums}
-                text = json.dumps(meta, indent=1, sort_keys=True, allow_nan=False) + "\n"
-                _write_synced(staging / METADATA_FILE, text.encode())
-                _write_synced(staging / METADATA_SUM_FILE,
-                              f"{sha256_file(staging / METADATA_FILE)}  {METADATA_FILE}\n".encode())
-                _fsync_dir(staging)
-                try:
-                    os.rename(staging, target)
-                except OSError as exc:
-                    if exc.errno in (errno.EEXIST, errno.ENOTEMPTY) or os.path.lexists(target):
-                        continue  # another publisher took this version: try the next
-                    raise
-                _fsync_dir(sdir)
-                return ModelVersion.load(target)
+            with self._locked(sdir):
+                if once_key is not None and (done := self._with_key(sdir, once_key)) is not None:
+                    raise AlreadyPublished(once_key, done)
+                n = 0
+                for _ in range(max_attempts):
+                    n = max(n, max(self._version_numbers(sdir), default=0)) + 1
+                    target = sdir / version_dir(n)
+                    if os.path.lexists(target):
+                        continue
+                    mid = ModelId(experiment, species, n)
+                    meta = {**dict(metadata), "format": REGISTRY_FORMAT, "id": str(mid), "experiment": experiment,
+                            "species": species, "version": n, "validity": validity, "created": _now(),
+                            "replaces": self._replaces(sdir, validity["runs"]), "files": sums}
+                    if once_key is not None:
+                        meta["publish_key"] = once_key
+                    text = json.dumps(meta, indent=1, sort_keys=True, allow_nan=False) + "\n"
+                    _write_synced(staging / METADATA_FILE, text.encode())
+                    _write_synced(staging / METADATA_SUM_FILE,
+                                  f"{sha256_file(staging / METADATA_FILE)}  {METADATA_FILE}\n".encode())
+                    _fsync_dir(staging)
+                    try:
+                        os.rename(staging, target)
+                    except OSError as exc:
+                        if exc.errno in (errno.EEXIST, errno.ENOTEMPTY) or os.path.lexists(target):
+                            continue  # a publisher outside the lock took this version: try the next
+                        raise
+                    _fsync_dir(sdir)
+                    return ModelVersion.load(target)
             raise AutopidError(f"{sdir}: could not claim a new version after {max_attempts} attempts "
                                "(other publishers kept taking them); nothing was published")
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+
+    def extend(self, model_id: str | ModelId | ModelVersion, validity: Mapping[str, Any], *, reason: str,
+               extra_metadata: Mapping[str, Any] | None = None, once_key: str | None = None) -> ModelVersion:
+        """Publish the model of ``model_id`` again as a new version valid for ``validity``
+        (a validity extension, CCDB style: the latest upload wins, history is kept).
+
+        The files are copied from the (verified) version; its metadata is kept, except its
+        validity, its ``retrain`` section and what the registry sets, with ``model_of`` (the
+        version that was trained) and ``extension`` (the version extended, the reason)."""
+        src = model_id if isinstance(model_id, ModelVersion) else self.get(model_id)
+        src.verify()
+        dropped = {"id", "version", "created", "replaces", "files", "format", "validity", "publish_key", "retrain",
+                   "extension", "model_of"}
+        meta = {k: v for k, v in src.metadata.items() if k not in dropped}
+        meta.update({"validity": dict(validity), "model_of": src.model_of,
+                     "extension": {"of": str(src.id), "reason": reason, "created": _now(),
+                                   "host": host_name(), "user": os.environ.get("USER", "")},
+                     **dict(extra_metadata or {})})
+        return self.publish(src.path, meta, once_key=once_key)
+

@@ -10,14 +10,23 @@ Steps (each recorded in the state database as ``step``):
 3. ``evaluated``: the candidate exported to ONNX (parity checked) and, with the serving
    model, evaluated on the SAME held-out rows of the new period; the promotion gate
    decides, and the decision is recorded with its numbers.
-4. ``published`` or rejected: a promoted candidate is published with the period's run
-   range as validity and a ``retrain`` section (job, period, decision, search points)
-   in its metadata.
+4. ``published``: a promoted candidate is published with the period's run range as
+   validity and a ``retrain`` section (job, period, decision, search points, outcome
+   ``promoted``) in its metadata; or ``extended``: the candidate was rejected and the
+   serving model's validity is extended to the period's runs (a new registry entry with
+   the serving model's files, ``model_of`` naming it, outcome ``kept``), so that every
+   run of every complete period has a model.
 
-Exactly once: before publishing (and at the start of every attempt) the registry is
-searched for a version whose ``retrain`` section names this (job, period); a run taken
-over after its owner died after publishing finds it and records it instead of
-publishing again.
+Exactly once: the registry entry of a (job, period), promoted or extended, is published
+with ``once_key = retrain:<job>:<period>``; the registry checks the key under its publish
+lock, atomically with the rename, so a (job, period) is published once whatever the
+timing. At the start of every attempt (and before publishing) the registry is searched
+for it too: a run taken over after its owner died after publishing finds it and records
+it instead of publishing again.
+
+Nothing left behind: the candidate is exported into ``<work_dir>/<job>/<period>/
+.candidate.staging-<pid>.<start>.<random>@<host>`` and renamed to ``candidate``; a
+staging directory whose owner process is gone is removed at the start of the next pass.
 
 Test hook (documented, for the crash tests only): ``AUTOPID_RETRAIN_TEST_PAUSE_AFTER=STEP``
 makes the pass sleep ``AUTOPID_RETRAIN_TEST_PAUSE_S`` seconds (default 3600) after STEP,
@@ -28,6 +37,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,18 +48,22 @@ import yaml
 
 from autopid._logging import get_logger
 from autopid.config import dump_yaml
-from autopid.errors import AutopidError
-from autopid.publish.registry import ModelVersion, Registry
+from autopid.errors import AutopidError, InputError
+from autopid.publish.registry import AlreadyPublished, ModelVersion, Registry, make_owned_dir, remove_stale_dirs
 from autopid.retrain.job import RetrainJob
 from autopid.retrain.lease import Heartbeat
 from autopid.retrain.periods import Period
-from autopid.retrain.serving import RETRAIN_KEY, find_publication, serving_configs, serving_version
+from autopid.retrain.serving import (KEPT, PROMOTED, RETRAIN_KEY, find_publication, outcome, publish_key,
+                                     serving_configs, serving_version)
 from autopid.retrain.state import REJECTED, SUCCEEDED, RunRow, StateStore
 
 _log = get_logger(__name__)
 
 PAUSE_ENV = "AUTOPID_RETRAIN_TEST_PAUSE_AFTER"
 PAUSE_S_ENV = "AUTOPID_RETRAIN_TEST_PAUSE_S"
+CANDIDATE = "candidate"
+CANDIDATE_STAGING = f".{CANDIDATE}.staging-"
+SEARCHING = threading.Event()  # set while a search runs in this process (SIGTERM interrupts it: scheduler.py)
 
 
 @dataclass
@@ -63,6 +78,43 @@ class PassResult:
 
 def work_dir(job: RetrainJob, period: str) -> Path:
     return Path(job.state.work_dir) / job.name / period
+
+
+def clean_work_dir(job: RetrainJob) -> list[Path]:
+    """Remove the candidate staging directories of ``job`` whose owner process is gone
+    (a killed export); returns them."""
+    root = Path(job.state.work_dir) / job.name
+    removed: list[Path] = []
+    try:
+        periods = [d for d in root.iterdir() if d.is_dir()] if root.is_dir() else []
+    except OSError:
+        return removed
+    for d in periods:
+        removed += remove_stale_dirs(d, (CANDIDATE_STAGING,))
+    return removed
+
+
+def _export_candidate(model: Path, ds: Any, wdir: Path) -> Path:
+    """The candidate's ONNX export in ``wdir/candidate``, made in an owned staging
+    directory and renamed into place (a killed export leaves only the staging directory,
+    removed by the next pass). Reused when a previous attempt finished it."""
+    from autopid.publish.onnx_export import write_export
+
+    out = wdir / CANDIDATE
+    if (out / "model.onnx").is_file():
+        return out
+    shutil.rmtree(out, ignore_errors=True)  # a half-made one (an older autopid exported in place)
+    # this pass holds the lease: a staging directory of another owner is a dead or fenced-off attempt
+    for old in wdir.glob(f"{CANDIDATE_STAGING}*"):
+        shutil.rmtree(old, ignore_errors=True)
+    staging = make_owned_dir(wdir, CANDIDATE_STAGING)
+    try:
+        write_export(model, ds, staging)
+        os.rename(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
 
 
 def _pause(step: str, beat: Heartbeat) -> None:
@@ -124,26 +176,45 @@ def _search(job: RetrainJob, period: str, wdir: Path, serving: ModelVersion | No
     if job.warm_start.enabled and serving is not None:
         base = space.train_config(space.studies[0], {}).model_dump(mode="json")
         points = warm_points(space, serving_configs(serving, list(space.params)), base)[: job.warm_start.top_k]
-        _log.info("%s/%s: warm start from %s with %d configuration(s)", job.name, period, serving.id, len(points))
+        model = f" (the model of {serving.model_of})" if serving.is_extension else ""
+        _log.info("%s/%s: warm start from %s%s with %d configuration(s)", job.name, period, serving.id, model,
+                  len(points))
     address = job.ray_address or os.environ.get("RAY_ADDRESS")
     if (sdir / "search.json").is_file() and not (sdir / "config.yaml").is_file():
         import shutil
 
         shutil.rmtree(sdir)  # killed while the search directory was being set up: start it again
-    if (sdir / "search.json").is_file():
-        _, summaries = run_search(resume_dir=sdir, address=address, scheduler_address=job.dask_scheduler,
-                                  warm_start=points or None)
-    else:
-        wdir.mkdir(parents=True, exist_ok=True)
-        space_file = wdir / "space.yaml"
-        space_file.write_text(dump_yaml(space), encoding="utf-8")
-        _, summaries = run_search(space_file, out_dir=sdir, address=address, scheduler_address=job.dask_scheduler,
-                                  warm_start=points or None)
+    from autopid.retrain.scheduler import keep_stop_handlers
+
+    SEARCHING.set()
+    try:
+        with keep_stop_handlers():
+            if (sdir / "search.json").is_file():
+                _, summaries = run_search(resume_dir=sdir, address=address, scheduler_address=job.dask_scheduler,
+                                          warm_start=points or None)
+            else:
+                wdir.mkdir(parents=True, exist_ok=True)
+                space_file = wdir / "space.yaml"
+                space_file.write_text(dump_yaml(space), encoding="utf-8")
+                _, summaries = run_search(space_file, out_dir=sdir, address=address,
+                                          scheduler_address=job.dask_scheduler, warm_start=points or None)
+    finally:
+        SEARCHING.clear()
     summary = summaries[0]
     if not summary.get("best_model"):
         raise AutopidError(f"{study_dir}: the search kept no best model (see trials.csv)")
     summary["warm_start_points"] = points
     return study_dir, summary
+
+
+def _validity_runs(job: RetrainJob, period: Period, ds: Any) -> tuple[int, int]:
+    """The period's run range: its completion manifest's (``validity.source: manifest``,
+    when it declares one), else the runs read from the period's files in the cache."""
+    from autopid.publish.publisher import period_runs
+
+    if job.validity.source == "manifest" and period.runs is not None:
+        return period.runs
+    return period_runs(ds, period.name)
 
 
 def run_period(job: RetrainJob, period: Period, store: StateStore, row: RunRow, owner: str, beat: Heartbeat) -> PassResult:
@@ -153,12 +224,16 @@ def run_period(job: RetrainJob, period: Period, store: StateStore, row: RunRow, 
     from autopid.preprocess import preprocess
     from autopid.publish.evaluation import jsonable
     from autopid.publish.gate import decide, evaluate_pair
-    from autopid.publish.onnx_export import export_model
+    from autopid.publish.names import check_name
     from autopid.publish.publisher import publish_model
 
     name, p = job.name, period.name
+    if period.error:
+        raise InputError(period.error)
+    check_name(p, "period")  # a registry name: refused now, not after the search
     registry = Registry(job.registry)
     timings: dict[str, float] = {}
+    key = publish_key(name, p)
 
     def note(step: str, t0: float, message: str, **values: Any) -> None:
         timings[step] = round(time.perf_counter() - t0, 3)
@@ -170,10 +245,16 @@ def run_period(job: RetrainJob, period: Period, store: StateStore, row: RunRow, 
     def adopt(version: ModelVersion) -> PassResult:
         info = version.metadata.get(RETRAIN_KEY) or {}
         decision = info.get("decision")
-        store.finish(name, p, owner, SUCCEEDED, decision=decision, published=str(version.id), timings=timings,
-                     message=f"{version.id} was already published for this period (by {info.get('owner')}); "
+        kept = outcome(version) == KEPT
+        if kept and isinstance(decision, dict):
+            decision = {**decision, "validity_extension": str(version.id), "kept": version.model_of}
+        status = REJECTED if kept else SUCCEEDED
+        what = f"{version.id} ({'validity extension of ' + version.model_of if kept else 'promoted'})"
+        store.finish(name, p, owner, status, decision=decision, published=None if kept else str(version.id),
+                     timings=timings, step="extended" if kept else "published",
+                     message=f"{what} was already published for this period (by {info.get('owner')}); "
                      "recorded, not published again")
-        return PassResult(name, p, SUCCEEDED, str(version.id), decision, timings)
+        return PassResult(name, p, status, None if kept else str(version.id), decision, timings)
 
     done = find_publication(registry, job.experiment, job.species, name, p)
     if done is not None:
@@ -196,12 +277,7 @@ def run_period(job: RetrainJob, period: Period, store: StateStore, row: RunRow, 
          f"point(s)", candidate=str(study_dir))
 
     t0 = time.perf_counter()
-    export_dir = wdir / "candidate"
-    if not (export_dir / "model.onnx").is_file():
-        import shutil
-
-        shutil.rmtree(export_dir, ignore_errors=True)  # a killed export (export_model never leaves one half-made)
-        export_model(study_dir / "best_model.pt", ds, export_dir)
+    export_dir = _export_candidate(study_dir / "best_model.pt", ds, wdir)
     cand_m, serv_m = evaluate_pair(export_dir, serving, ds, job.species, max_rows=job.promotion.max_eval_rows)
     gate = decide(cand_m, serv_m, metric=job.promotion.metric, margin=job.promotion.margin,
                   higher_is_better=job.promotion.higher_is_better, guards=job.promotion.gate_guards())
@@ -210,31 +286,58 @@ def run_period(job: RetrainJob, period: Period, store: StateStore, row: RunRow, 
                          "evaluated_on": {"period": p, "cache": str(ds.path), "split": "test"}})
     note("evaluated", t0, gate.reason, decision=decision, serving=str(serving.id) if serving else None)
 
-    if not gate.promote:
-        store.finish(name, p, owner, REJECTED, decision=decision, published=None, timings=timings,
-                     message=f"rejected: {gate.reason}")
-        return PassResult(name, p, REJECTED, None, decision, timings)
-
     t0 = time.perf_counter()
     done = find_publication(registry, job.experiment, job.species, name, p)
     if done is not None:
         return adopt(done)
     beat.check()  # publish only while holding the lease
-    from autopid.search.space import load_search_space
+    first, last = _validity_runs(job, period, ds)
 
-    keys = list(load_search_space(job.search.space).params)
-    points = _search_points(study_dir, summary, keys, job.warm_start.top_k)
-    extra = {RETRAIN_KEY: {"job": name, "period": p, "owner": owner, "attempt": row.attempts, "decision": decision,
-                           "search": str(study_dir), "search_points": points,
+    if not gate.promote:
+        if serving is None:  # pragma: no cover - with nothing serving, the gate promotes
+            raise AutopidError(f"{name}/{p}: the gate rejected the candidate with nothing serving")
+        reason = (f"the candidate of {p} was rejected by the gate; the serving model {serving.model_of} is kept "
+                  f"for runs {first}-{last}")
+        extra = {RETRAIN_KEY: {"job": name, "period": p, "owner": owner, "attempt": row.attempts,
+                               "outcome": KEPT, "decision": decision, "search": str(study_dir),
+                               "search_points": (serving.metadata.get(RETRAIN_KEY) or {}).get("search_points") or [],
+                               "rejected_search_points": _search_points(
+                                   study_dir, summary, _space_keys(job), job.warm_start.top_k)}}
+        try:
+            version = registry.extend(serving, {"runs": [first, last], "periods": [p]}, reason=reason,
+                                      extra_metadata=extra, once_key=key)
+        except AlreadyPublished as exc:
+            return adopt(exc.version)
+        timings["extended"] = round(time.perf_counter() - t0, 3)
+        decision = {**decision, "validity_extension": str(version.id), "kept": serving.model_of}
+        store.log(name, p, "extended", f"{version.id}: the model of {serving.model_of} now also serves runs "
+                  f"{first}-{last}", owner=owner, attempt=row.attempts)
+        _pause("extended", beat)
+        store.finish(name, p, owner, REJECTED, decision=decision, published=None, timings=timings, step="extended",
+                     message=f"rejected: {gate.reason}; {version.id} extends {serving.model_of} to runs "
+                     f"{first}-{last}")
+        return PassResult(name, p, REJECTED, None, decision, timings)
+
+    points = _search_points(study_dir, summary, _space_keys(job), job.warm_start.top_k)
+    extra = {RETRAIN_KEY: {"job": name, "period": p, "owner": owner, "attempt": row.attempts, "outcome": PROMOTED,
+                           "decision": decision, "search": str(study_dir), "search_points": points,
                            "warm_start_points": summary.get("warm_start_points") or []}}
-    version = publish_model(study_dir, species=job.species, period=p,
-                            runs=period.runs if job.validity.source == "manifest" else None,
-                            registry=registry, cache=prep.path, max_eval_rows=job.promotion.max_eval_rows,
-                            extra_metadata=extra)
+    try:
+        version = publish_model(study_dir, species=job.species, period=p, runs=(first, last),
+                                registry=registry, cache=prep.path, max_eval_rows=job.promotion.max_eval_rows,
+                                extra_metadata=extra, once_key=key)
+    except AlreadyPublished as exc:
+        return adopt(exc.version)
     timings["published"] = round(time.perf_counter() - t0, 3)
     store.log(name, p, "published", f"{version.id} (runs {version.runs[0]}-{version.runs[1]}; replaces "
               f"{version.metadata.get('replaces') or 'nothing'})", owner=owner, attempt=row.attempts)
     _pause("published", beat)
     store.finish(name, p, owner, SUCCEEDED, decision=decision, published=str(version.id), timings=timings,
-                 message=f"promoted: {gate.reason}")
+                 step="published", message=f"promoted: {gate.reason}")
     return PassResult(name, p, SUCCEEDED, str(version.id), decision, timings)
+
+
+def _space_keys(job: RetrainJob) -> list[str]:
+    from autopid.search.space import load_search_space
+
+    return list(load_search_space(job.search.space).params)

@@ -5,6 +5,10 @@ then ``period.json`` last; a data-transfer tool should do the same: copy the fil
 write the marker). Until the marker exists the period is *incomplete* and ignored, so a
 period is never picked up half-way. Whether a complete period was already handled is the
 state database's business (:mod:`autopid.retrain.state`), not this module's.
+
+A marker that cannot be read (not JSON, unreadable, a bad ``runs`` entry) does not stop
+the scan: the period is returned with its ``error`` set, and the pass marks that period's
+attempt failed with the error while the other periods proceed.
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from autopid.errors import InputError
 from autopid.retrain.job import PERIOD_PLACEHOLDER, PeriodSource
 
 
@@ -25,6 +28,7 @@ class Period:
     name: str
     directory: Path
     manifest: dict[str, Any]
+    error: str | None = None  # the completion marker is broken: the period's attempt fails with this
 
     @property
     def runs(self) -> tuple[int, int] | None:
@@ -38,6 +42,21 @@ class Period:
 def _name_regex(pattern: str) -> re.Pattern[str]:
     head, tail = pattern.split(PERIOD_PLACEHOLDER)
     return re.compile(re.escape(head) + r"(?P<period>[^/]+)" + re.escape(tail.rstrip("/")) + "/?$")
+
+
+def _check_runs(marker: Path, manifest: dict[str, Any]) -> str | None:
+    runs = manifest.get("runs")
+    if runs is None:
+        return None
+    try:
+        if not isinstance(runs, list) or len(runs) != 2 or any(isinstance(r, (bool, float)) for r in runs):
+            raise ValueError
+        first, last = int(runs[0]), int(runs[1])
+        if first < 0 or last < first:
+            raise ValueError
+    except (TypeError, ValueError):
+        return f"{marker}: runs must be [first, last] (integers, 0 <= first <= last), got {runs!r}"
+    return None
 
 
 def scan_periods(source: PeriodSource) -> tuple[list[Period], list[str]]:
@@ -58,11 +77,16 @@ def scan_periods(source: PeriodSource) -> tuple[list[Period], list[str]]:
         if not marker.is_file():
             incomplete.append(name)
             continue
+        error = None
+        manifest: Any = {}
         try:
             manifest = json.loads(marker.read_text(encoding="utf-8")) if marker.stat().st_size else {}
         except (OSError, ValueError) as exc:
-            raise InputError(f"{marker}: unreadable completion marker ({exc}); fix or remove it") from exc
-        if not isinstance(manifest, dict):
-            manifest = {}
-        complete.append(Period(name, Path(path), manifest))
+            error = (f"{marker}: unreadable completion marker ({type(exc).__name__}: {exc}); fix it, then "
+                     "`autopid scheduler retry`")
+        if error is None and not isinstance(manifest, dict):
+            error = f"{marker}: the completion marker is not a JSON object (got {type(manifest).__name__})"
+        if error is None:
+            error = _check_runs(marker, manifest)
+        complete.append(Period(name, Path(path), manifest if error is None else {}, error))
     return sorted(complete, key=lambda p: p.name), sorted(incomplete)

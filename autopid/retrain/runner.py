@@ -11,7 +11,7 @@ import uuid
 from autopid._logging import get_logger
 from autopid.retrain.job import RetrainJob
 from autopid.retrain.lease import Heartbeat, Stopped
-from autopid.retrain.period_pass import PassResult, run_period
+from autopid.retrain.period_pass import PassResult, clean_work_dir, run_period
 from autopid.retrain.periods import scan_periods
 from autopid.retrain.state import FAILED, LeaseLost, StateStore
 
@@ -34,17 +34,26 @@ def retrain_once(job: RetrainJob, store: StateStore, *, owner: str | None = None
     """Handle every complete period of ``job`` that is due; returns what this call did.
 
     A period owned by another live scheduler, waiting for a retry, or finished is skipped."""
+    from autopid.search.runner import SearchIncomplete
+
     owner = owner or new_owner()
     stop = stop or threading.Event()
+    clean_work_dir(job)  # staging directories of killed exports
     periods, incomplete = scan_periods(job.periods)
     for name in incomplete:
         _log.info("%s: period %s is incomplete (no %s yet); ignored until it is", job.name, name,
                   job.periods.complete_marker)
+    recorded = []
     for period in periods:
-        if store.seen(job.name, period.name):
-            _log.info("%s: new period %s (runs %s)", job.name, period.name, period.runs or "from the files")
+        try:
+            if store.seen(job.name, period.name):
+                _log.info("%s: new period %s (runs %s)", job.name, period.name, period.runs or "from the files")
+            recorded.append(period)
+        except Exception as exc:  # e.g. a name too long for the database: this period only
+            _log.error("%s: period %s cannot be recorded in the state database: %s", job.name, period.name,
+                       _error_text(exc))
     results: list[PassResult] = []
-    for period in periods:
+    for period in recorded:
         if stop.is_set():
             break
         row = store.claim(job.name, period.name, owner, job.lease.duration_s)
@@ -69,6 +78,17 @@ def retrain_once(job: RetrainJob, store: StateStore, *, owner: str | None = None
             except Stopped as exc:
                 store.release(job.name, period.name, owner, str(exc))
                 break
+            except SearchIncomplete as exc:
+                if exc.exit_code == 130 or stop.is_set():  # Ctrl-C or SIGTERM during the search: a clean stop
+                    stop.set()
+                    store.release(job.name, period.name, owner, f"stopping on request during the search ({exc}); "
+                                  "the run is released and its search resumes next time")
+                    break
+                err = _error_text(exc)  # stalled: a failed attempt; the next one resumes the search
+                _log.error("%s/%s: attempt %d failed: %s", job.name, period.name, row.attempts, err)
+                status = store.fail(job.name, period.name, owner, err, attempts=row.attempts,
+                                    max_attempts=job.retry.max_attempts, delay_s=job.retry.delay(row.attempts))
+                results.append(PassResult(job.name, period.name, status, None, None))
             except Exception as exc:
                 if beat.lost is not None:  # the failure may come from losing the run: write nothing
                     _log.error("%s", beat.lost)

@@ -14,6 +14,18 @@ from autopid.publish.registry import ModelVersion, Registry
 _log = get_logger(__name__)
 
 RETRAIN_KEY = "retrain"  # the metadata section a retraining run adds to what it publishes
+PROMOTED, KEPT = "promoted", "kept"  # retrain.outcome: a new model, or the serving model's validity extended
+
+
+def publish_key(job: str, period: str) -> str:
+    """The registry's ``once_key`` of (job, period): one registry entry per period, ever."""
+    return f"retrain:{job}:{period}"
+
+
+def outcome(version: ModelVersion) -> str:
+    """``promoted`` or ``kept`` (a validity extension after a rejection)."""
+    info = version.metadata.get(RETRAIN_KEY) or {}
+    return str(info.get("outcome") or (KEPT if version.is_extension else PROMOTED))
 
 
 def serving_version(registry: Registry, experiment: str, species: str) -> ModelVersion | None:
@@ -27,8 +39,13 @@ def serving_version(registry: Registry, experiment: str, species: str) -> ModelV
 
 def find_publication(registry: Registry, experiment: str, species: str, job: str, period: str) -> ModelVersion | None:
     """The version a run of (job, period) already published, if any (revoked ones too:
-    a revoked publication must not be published again behind a person's back)."""
+    a revoked publication must not be published again behind a person's back): a new
+    model, or a validity extension of the serving model."""
+    key = publish_key(job, period)
     for v in registry.versions(experiment, species):
+        if v.metadata.get("publish_key") == key:
+            return v
+    for v in registry.versions(experiment, species):  # published before publish keys existed
         info = v.metadata.get(RETRAIN_KEY) or {}
         if info.get("job") == job and info.get("period") == period:
             return v

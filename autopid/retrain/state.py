@@ -21,17 +21,26 @@ UPDATEs of two schedulers, so only one sees the row in a claimable state. Every 
 write is fenced by ``owner = :me AND status = 'running'``, so a scheduler that lost its
 lease (paused past the expiry, then taken over) cannot overwrite the new owner's work.
 Times are UNIX seconds from the clock of the scheduler that writes them.
+
+Databases: SQLite (the default, one host) and PostgreSQL (several hosts: ``state.url:
+postgresql+psycopg://user:password@host/db``; a plain ``postgresql://`` URL uses psycopg 3
+when psycopg2 is not installed); any other SQLAlchemy URL should work but is not tested.
+Creating the tables is safe when several processes start at once on a fresh database:
+on PostgreSQL the creation runs under a transaction-scoped advisory lock; on every
+database a creation that lost a race ("already exists") is retried, and then finds the
+tables.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (Column, Float, Integer, MetaData, String, Table, Text, UniqueConstraint, and_, create_engine,
-                        event, insert, or_, select, update)
+                        event, insert, or_, select, text, update)
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
@@ -114,17 +123,45 @@ def _row(r: Any) -> RunRow:
                   json.loads(m["decision"]) if m["decision"] else None, m["error"])
 
 
+def engine_url(url: str) -> str:
+    """``url`` with the driver made explicit where it matters: ``postgresql://`` (and
+    ``postgres://``) mean psycopg 3 unless psycopg2 is installed."""
+    for head in ("postgresql://", "postgres://"):
+        if url.startswith(head):
+            import importlib.util
+
+            if importlib.util.find_spec("psycopg2") is None:
+                return "postgresql+psycopg://" + url[len(head):]
+            return "postgresql://" + url[len(head):]
+    return url
+
+
+def redacted(url: str) -> str:
+    """``url`` without its password (for messages and status lines)."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy can parse: say nothing of it
+        return url if "@" not in url else "<state database URL>"
+
+
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite gets a busy timeout (writers wait instead of failing)
-    and its parent directory is created."""
+    and its parent directory is created; server databases get connection checks."""
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
         from pathlib import Path
 
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    url = engine_url(url)
     try:
-        engine = create_engine(url, connect_args={"timeout": 60} if url.startswith("sqlite") else {})
+        if url.startswith("sqlite"):
+            engine = create_engine(url, connect_args={"timeout": 60})
+        else:
+            # a server restarted under a long-running scheduler: test connections before use
+            engine = create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=4)
     except (SQLAlchemyError, ImportError, ValueError) as exc:
-        raise ConfigError(f"state database {url!r}: {exc}") from exc
+        raise ConfigError(f"state database {redacted(url)!r}: {exc}") from exc
     if url.startswith("sqlite"):
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -134,6 +171,29 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+_CREATE_LOCK = 0x6175_746F_7069_64  # "autopid": the advisory lock key of the table creation (PostgreSQL)
+_RACE_WORDS = ("already exists", "duplicate key", "database is locked", "deadlock", "could not serialize")
+
+
+def create_tables(engine: Engine, *, attempts: int = 8) -> None:
+    """Create the tables if missing, safely when other processes do the same at once."""
+    for attempt in range(1, attempts + 1):
+        try:
+            with engine.begin() as con:
+                if con.dialect.name == "postgresql":
+                    # serialises the creators; released at the end of the transaction
+                    con.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CREATE_LOCK})
+                metadata.create_all(con, checkfirst=True)
+            return
+        except SQLAlchemyError as exc:
+            message = str(exc).lower()
+            if attempt == attempts or not any(w in message for w in _RACE_WORDS):
+                raise
+            # another process created (some of) the tables between our check and our CREATE
+            _log.debug("creating the state tables raced with another process (%s); again", message.split("\n")[0])
+            time.sleep(random.uniform(0.02, 0.2) * attempt)
+
+
 class StateStore:
     """The state database of one or more jobs."""
 
@@ -141,9 +201,13 @@ class StateStore:
         self.url = url
         self.engine = make_engine(url)
         try:
-            metadata.create_all(self.engine)
+            create_tables(self.engine)
         except SQLAlchemyError as exc:
-            raise AutopidError(f"state database {url!r}: cannot create the tables ({exc})") from exc
+            raise AutopidError(f"state database {redacted(url)!r}: cannot create the tables ({exc})") from exc
+
+    @property
+    def display_url(self) -> str:
+        return redacted(self.url)
 
     # -- reading ---------------------------------------------------------------------------
     def get(self, job: str, period: str) -> RunRow | None:
@@ -169,10 +233,10 @@ class StateStore:
 
     # -- writing ---------------------------------------------------------------------------
     def log(self, job: str, period: str, kind: str, message: str, *, owner: str | None = None,
-            attempt: int | None = None) -> None:
+            attempt: int | None = None, at: float | None = None) -> None:
         with self.engine.begin() as con:
-            con.execute(insert(events).values(job=job, period=period, at=time.time(), owner=owner, attempt=attempt,
-                                              kind=kind, message=message))
+            con.execute(insert(events).values(job=job, period=period, at=time.time() if at is None else at,
+                                              owner=owner, attempt=attempt, kind=kind, message=message))
 
     def seen(self, job: str, period: str) -> bool:
         """Record a complete period (once); True if it was new."""
@@ -226,11 +290,14 @@ class StateStore:
         self._fenced(job, period, me, **values)
 
     def finish(self, job: str, period: str, owner: str, status: str, *, decision: dict[str, Any] | None,
-               published: str | None, timings: dict[str, float], message: str) -> None:
+               published: str | None, timings: dict[str, float], message: str, step: str | None = None) -> None:
+        """Record the final outcome; ``step``: the last step done (``published`` for a
+        promotion, ``extended`` when the serving model's validity was extended)."""
         if status not in (SUCCEEDED, REJECTED):
             raise ValueError(status)
+        extra = {"step": step} if step is not None else {}
         self.record(job, period, owner, status=status, decision=decision, published=published, timings=timings,
-                    finished_at=time.time(), lease_expires_at=None, error=None)
+                    finished_at=time.time(), lease_expires_at=None, error=None, **extra)
         self.log(job, period, status, message, owner=owner)
 
     def reset(self, job: str, period: str, who: str) -> bool:
@@ -255,13 +322,14 @@ class StateStore:
              delay_s: float) -> str:
         """Record a failed attempt: retry after ``delay_s`` or, at the limit, mark failed."""
         final = attempts >= max_attempts
+        now = time.time()  # the event's time too: the retry is due delay_s after it
         values: dict[str, Any] = {"error": error, "lease_expires_at": None}
         if final:
-            values.update(status=FAILED, finished_at=time.time())
+            values.update(status=FAILED, finished_at=now)
         else:
-            values.update(status=PENDING, next_attempt_at=time.time() + delay_s)
+            values.update(status=PENDING, next_attempt_at=now + delay_s)
         self.record(job, period, owner, **values)
         msg = (f"attempt {attempts} failed; giving up after {max_attempts} attempts: {error}" if final
                else f"attempt {attempts} failed; retry in {delay_s:.3g} s: {error}")
-        self.log(job, period, "failed" if final else "retry", msg, owner=owner, attempt=attempts)
+        self.log(job, period, "failed" if final else "retry", msg, owner=owner, attempt=attempts, at=now)
         return FAILED if final else PENDING

@@ -99,10 +99,11 @@ def final_table(summaries: list[dict[str, Any]], search_dir: Path) -> str:
             f"{s['failed']:>5}{_opt(s.get('best_trial')):>5}{_opt(s.get('best_epoch')):>6}"
             f"{_num(m.get('objective')):>10}{_num(m.get('val_auc')):>9}{_num(m.get('domain_accuracy'), '.3f'):>8}"
             f"  {s['state']}")
-    for s in summaries:
+    lines = [line[:100] for line in lines]
+    for s in summaries:  # paths in full, to be copied
         if s.get("best_model"):
             lines.append(f"{s['study']}: best model {s['best_model']}")
-    return "\n".join(line[:100] for line in lines)
+    return "\n".join(lines)
 
 
 def _opt(v: Any) -> str:

@@ -24,6 +24,7 @@ import datetime as _dt
 import json
 import os
 import shutil
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,11 +47,11 @@ SPACE_FILE = "config.yaml"  # written by write_run_info: the space as run
 class SearchIncomplete(AutopidError):
     """The search stopped before its budget was spent (Ctrl-C, or a stall); it resumes."""
 
-    def __init__(self, message: str, search_dir: Path, summaries: list[dict[str, Any]], interrupted: bool) -> None:
+    def __init__(self, message: str, search_dir: Path, summaries: list[dict[str, Any]], signum: int | None) -> None:
         super().__init__(message)
         self.search_dir = search_dir
         self.summaries = summaries
-        self.exit_code = 130 if interrupted else 1
+        self.exit_code = 128 + signum if signum else 1  # 130 after Ctrl-C, 143 after SIGTERM
 
 
 def study_name(space: SearchSpace, study: Study) -> str:
@@ -280,6 +281,8 @@ def _run_study(run: _StudyRun, *, warm_start: list[dict[str, Any]] | None, own_r
     else:
         state = "stalled" if watch.reason else "incomplete"
     summary = _summary(run, ostudy, state, concurrent, session["elapsed_s"])
+    if watch.interrupted:
+        summary["signal"] = int(getattr(signal, watch.interrupted))
     if watch.reason:
         summary["stall"] = watch.reason
     elif state == "incomplete":
@@ -362,8 +365,9 @@ def run_search(
     if unfinished:
         stall = next((s["stall"] for s in unfinished if s.get("stall")), None)
         what = f"search {unfinished[0]['state']}: {stall}" if stall else "search interrupted"
+        signum = next((s.get("signal") for s in unfinished if s.get("signal")), None)
         raise SearchIncomplete(f"{what}; nothing finished is lost: continue with "
-                               f"autopid search --resume {search_dir}", search_dir, summaries, interrupted=not stall)
+                               f"autopid search --resume {search_dir}", search_dir, summaries, signum)
     return search_dir, summaries
 
 

@@ -215,8 +215,9 @@ def _error_text(tune_trial: Any) -> str:
     """The last line of the trial's exception (the full traceback is in ray.log)."""
     err = None
     if tune_trial is not None:
-        try:
-            err = tune_trial.get_error()
+        try:  # the local error file exists as soon as Tune handled the error (get_error reads
+            # the copy in the experiment's storage, which is synced later)
+            err = Path(tune_trial.error_file).read_text()
         except Exception:  # noqa: BLE001 - the message is a courtesy
             err = None
     lines = [ln.strip() for ln in str(err or "").splitlines() if ln.strip()]

@@ -108,8 +108,11 @@ def graceful_signals(watch: StallWatch) -> Iterator[None]:
 
     old_env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
-    # SIGTERM only when nobody else handles it (the retraining scheduler stops after its step)
-    sigs = [signal.SIGINT] + ([signal.SIGTERM] if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL else [])
+    # SIGTERM too, unless the program has a handler of its own (the retraining scheduler
+    # stops after its step); ray.init installs one that just exits, which does not count
+    term = signal.getsignal(signal.SIGTERM)
+    ours = term in (signal.SIG_DFL, None) or str(getattr(term, "__module__", "")).startswith("ray")
+    sigs = [signal.SIGINT] + ([signal.SIGTERM] if ours else [])
     old = {s: signal.signal(s, handler) for s in sigs}
     try:
         yield

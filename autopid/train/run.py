@@ -49,8 +49,12 @@ def best_checkpoint(result: Any) -> Any:
     return result.checkpoint
 
 
-def finish_run_dir(run_dir: Path, result: Any, prep: PreprocessResult) -> dict[str, Any]:
-    """Copy the best model next to the run's metrics and write ``result.json``."""
+def finish_run_dir(run_dir: Path, result: Any, prep: PreprocessResult, epochs_max: int | None = None) -> dict[str, Any]:
+    """Copy the best model next to the run's metrics and write ``result.json``.
+
+    The epochs run and the history come from the LATEST checkpoint (the loop's final
+    state); the model from the best one. (The best checkpoint's own state stops at the
+    best epoch: reading the epoch count there reported ``best epoch 4/4`` after 8.)"""
     ckpt = best_checkpoint(result)
     if ckpt is None:
         raise AutopidError(f"{run_dir}: training produced no checkpoint ({result.error})")
@@ -58,13 +62,19 @@ def finish_run_dir(run_dir: Path, result: Any, prep: PreprocessResult) -> dict[s
         shutil.copyfile(Path(d) / artifacts.MODEL_FILE, run_dir / f".{artifacts.MODEL_FILE}.tmp")
         state = artifacts.load_checkpoint(Path(d) / artifacts.CHECKPOINT_FILE)["state"]
     (run_dir / f".{artifacts.MODEL_FILE}.tmp").replace(run_dir / artifacts.MODEL_FILE)
+    final = state
     latest = result.checkpoint
     if latest is not None:
         with latest.as_directory() as d:
-            state_latest = artifacts.load_checkpoint(Path(d) / artifacts.CHECKPOINT_FILE)["state"]
-        pd.DataFrame(state_latest["history"]).to_csv(run_dir / "metrics.csv", index=False)
-    best = next((h for h in state["history"] if int(h["epoch"]) == state["best_epoch"]), state["history"][-1])
-    summary = {"best_epoch": state["best_epoch"], "best_metrics": best, "epochs_run": state["epoch"],
+            final = artifacts.load_checkpoint(Path(d) / artifacts.CHECKPOINT_FILE)["state"]
+    pd.DataFrame(final["history"]).to_csv(run_dir / "metrics.csv", index=False)
+    best_epoch = int(final["best_epoch"])
+    if int(state["epoch"]) != best_epoch:
+        _log.warning("%s: the best checkpoint kept is epoch %s, the loop's best epoch is %s", run_dir, state["epoch"],
+                     best_epoch)
+    best = next((h for h in final["history"] if int(h["epoch"]) == best_epoch), final["history"][-1])
+    summary = {"best_epoch": best_epoch, "best_metrics": best, "epochs_run": int(final["epoch"]),
+               "epochs_max": epochs_max,
                "cache": str(prep.path), "cache_key": prep.manifest["key"], "model": str(run_dir / artifacts.MODEL_FILE)}
     atomic_write_text(run_dir / "result.json", json.dumps(summary, indent=2) + "\n")
     return summary
@@ -88,7 +98,7 @@ def train(cfg: TrainConfig, *, run_dir: str | Path | None = None, address: str |
                    cache=str(prep.path))
     init_ray(address)
     result = make_trainer(cfg, prep.path, storage_path=run_path, name="ray").fit()
-    summary = finish_run_dir(run_path, result, prep)
+    summary = finish_run_dir(run_path, result, prep, epochs_max=cfg.training.epochs)
     summary["run_dir"] = str(run_path)
     summary["seconds"] = time.perf_counter() - t0
     return summary
