@@ -84,3 +84,17 @@ def test_output_options_before_or_after_the_command(argv: list[str]) -> None:
     args = _parser().parse_args(argv)
     assert args.verbose == (1 if "-v" in argv else 0)
     assert args.quiet == ("-q" in argv) and args.debug == ("--debug" in argv)
+
+
+def test_every_trial_is_scored_on_the_same_validation_rows(alice_ds) -> None:  # type: ignore[no-untyped-def]
+    """Validation must not depend on what a trial tunes (signal fraction, background mix)."""
+    from autopid.train import core
+    from autopid.train.config import TrainingSpec
+
+    a = core.load_frames(alice_ds, "proton", TrainingSpec(max_eval_rows=500, signal_fraction=0.2,
+                                                          background_mix={"pion": 1.0}), with_data=True)
+    b = core.load_frames(alice_ds, "proton", TrainingSpec(max_eval_rows=500, signal_fraction=0.5,
+                                                          background_mix={"kaon": 0.5, "pion": 0.5}), with_data=True)
+    assert not a.train[["run", "event"]].equals(b.train[["run", "event"]])  # training samples differ
+    assert a.validation[["run", "event", "y"]].equals(b.validation[["run", "event", "y"]])
+    assert a.validation_data[["run", "event"]].equals(b.validation_data[["run", "event"]])

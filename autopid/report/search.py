@@ -45,8 +45,7 @@ def report_study(study: StudySource, out_dir: Path) -> StudyReport:
     best = records.best_row(rows, metric, "max" if maximize else "min")
     rep = StudyReport(study.name, len(rows) or len(trials), len(complete),
                       float(best[records.metric_column(metric)]) if best else None,
-                      dict(st.trials[best["trial"]].user_attrs.get("params", st.trials[best["trial"]].params))
-                      if best else {}, counts=records.counts(rows),
+                      records.trial_params(st, best["trial"]) if best else {}, counts=records.counts(rows),
                       best_trial=int(best["trial"]) if best else None,
                       best_epoch=int(best["best_epoch"]) if best and best.get("best_epoch") is not None else None)
     slug = study.name.replace("/", "-")

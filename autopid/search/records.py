@@ -88,6 +88,12 @@ def trial_rows(study: Any, trials_root: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def trial_params(study: Any, number: int) -> dict[str, Any]:
+    """A trial's parameters as the training config takes them (list choices decoded)."""
+    t = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+    return dict(t.user_attrs.get("params", t.params))
+
+
 def metric_column(metric: str) -> str:
     return "best_objective" if metric == "objective" else metric
 

@@ -149,8 +149,7 @@ def _summary(run: _StudyRun, ostudy: Any, state: str, concurrent: int, wall: flo
     if best is None:
         out.update(best_trial=None, best_model=None, best_config=None)
         return out
-    params = {k[len("param."):]: v for k, v in best.items() if k.startswith("param.")}
-    params = ostudy.trials[best["trial"]].user_attrs.get("params", params)
+    params = records.trial_params(ostudy, best["trial"])
     out.update(best_trial=best["trial"], best_epoch=best["best_epoch"],
                best_metrics={k: best.get(records.metric_column(k)) for k in records.KEY_METRICS},
                best_params=params)
