@@ -103,7 +103,7 @@ def binned(
 
 
 def domain_classifier_accuracy(mc_features: np.ndarray, data_features: np.ndarray, *, seed: int = 0,
-                               max_rows: int = 5000) -> float:
+                               max_rows: int = 5000, mc_weights: np.ndarray | None = None) -> float:
     """Held-out accuracy of a small classifier telling Data from MC on frozen features.
 
     0.5 means the features cannot tell the domains apart. Both domains are subsampled to
@@ -111,12 +111,17 @@ def domain_classifier_accuracy(mc_features: np.ndarray, data_features: np.ndarra
     one hidden layer of 32, Adam, full batch) trains on half of each domain, stops at its
     best loss on a tenth of that half, and is scored on the other half. The same inputs
     and ``seed`` give the same value; the caller's random state is left alone.
+
+    ``mc_weights`` (one per MC row, e.g. rigidity and class-mix weights that match MC to
+    Data, see :mod:`autopid.calibration.label_shift`) weight the MC rows in the
+    classifier's loss and in its accuracy: each domain then counts half, MC as weighted.
     """
     rng = np.random.default_rng(seed)
     n = min(len(mc_features), len(data_features), max_rows)
     if n < 20:
         return float("nan")
-    a = np.asarray(mc_features)[rng.choice(len(mc_features), n, replace=False)]
+    pick = rng.choice(len(mc_features), n, replace=False)
+    a = np.asarray(mc_features)[pick]
     b = np.asarray(data_features)[rng.choice(len(data_features), n, replace=False)]
     x = np.nan_to_num(np.concatenate([a, b]).astype(np.float64)).reshape(2 * n, -1)
     d = np.r_[np.zeros(n), np.ones(n)]
@@ -129,15 +134,24 @@ def domain_classifier_accuracy(mc_features: np.ndarray, data_features: np.ndarra
     tr, te = np.concatenate(train), np.concatenate(test)
     mean, std = x[tr].mean(axis=0), x[tr].std(axis=0)
     x = (x - mean) / np.where(std > 0, std, 1.0)
-    return _mlp_accuracy(x[tr], d[tr], x[te], d[te], rng)
+    if mc_weights is None:
+        return _mlp_accuracy(x[tr], d[tr], x[te], d[te], rng)
+    w = np.ones(2 * n)
+    w[:n] = np.clip(np.nan_to_num(np.asarray(mc_weights, dtype=np.float64)[pick]), 0.0, None)
+    for rows in (tr, te):  # each domain carries half of the weight of a half
+        mc_rows = rows[rows < n]
+        total = w[mc_rows].sum()
+        w[mc_rows] *= len(mc_rows) / total if total > 0 else 0.0
+    return _mlp_accuracy(x[tr], d[tr], x[te], d[te], rng, w_tr=w[tr], w_te=w[te])
 
 
 def _mlp_accuracy(x_tr: np.ndarray, d_tr: np.ndarray, x_te: np.ndarray, d_te: np.ndarray,
                   rng: np.random.Generator, hidden: int = 32, steps: int = 300, lr: float = 1e-2,
-                  weight_decay: float = 1e-4) -> float:
+                  weight_decay: float = 1e-4, w_tr: np.ndarray | None = None, w_te: np.ndarray | None = None
+                  ) -> float:
     """Test accuracy of a one-hidden-layer MLP trained with full-batch Adam in float64
     (deterministic: its own seeded generator, one thread) with early stopping on 10% of
-    the training rows."""
+    the training rows. ``w_tr`` / ``w_te``: row weights of the loss and the accuracy."""
     import torch
 
     order = rng.permutation(len(x_tr))
@@ -148,6 +162,10 @@ def _mlp_accuracy(x_tr: np.ndarray, d_tr: np.ndarray, x_te: np.ndarray, d_te: np
     xf, df = torch.as_tensor(x_tr[fit], dtype=dt), torch.as_tensor(d_tr[fit], dtype=dt)
     xv, dv = torch.as_tensor(x_tr[val], dtype=dt), torch.as_tensor(d_tr[val], dtype=dt)
     xt = torch.as_tensor(x_te, dtype=dt)
+    wf = wv = None
+    if w_tr is not None:
+        wf, wv = torch.as_tensor(w_tr[fit], dtype=dt), torch.as_tensor(w_tr[val], dtype=dt)
+        wf, wv = wf / wf.mean().clamp_min(1e-12), wv / wv.mean().clamp_min(1e-12)
     f = x_tr.shape[1]
     bound1, bound2 = (6.0 / (f + hidden)) ** 0.5, (6.0 / (hidden + 1)) ** 0.5  # Glorot uniform
     params = [
@@ -169,10 +187,10 @@ def _mlp_accuracy(x_tr: np.ndarray, d_tr: np.ndarray, x_te: np.ndarray, d_te: np
         best, best_params, patience = float("inf"), [p.detach().clone() for p in params], 0
         for _ in range(steps):
             opt.zero_grad()
-            bce(logits(xf), df).backward()
+            bce(logits(xf), df, weight=wf).backward()
             opt.step()
             with torch.no_grad():
-                v = float(bce(logits(xv), dv))
+                v = float(bce(logits(xv), dv, weight=wv))
             if v < best - 1e-6:
                 best, best_params, patience = v, [p.detach().clone() for p in params], 0
             else:
@@ -185,7 +203,11 @@ def _mlp_accuracy(x_tr: np.ndarray, d_tr: np.ndarray, x_te: np.ndarray, d_te: np
             pred = (logits(xt) > 0).to(dt)
     finally:
         torch.set_num_threads(threads)
-    return float((pred == torch.as_tensor(d_te, dtype=dt)).to(dt).mean())
+    correct = (pred == torch.as_tensor(d_te, dtype=dt)).to(dt)
+    if w_te is None:
+        return float(correct.mean())
+    wt = torch.as_tensor(w_te, dtype=dt)
+    return float((correct * wt).sum() / wt.sum().clamp_min(1e-12))
 
 
 def efficiency_gap(y_mc: np.ndarray, score_mc: np.ndarray, y_data_hidden: np.ndarray, score_data: np.ndarray,

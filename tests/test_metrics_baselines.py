@@ -3,7 +3,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from autopid.baselines import L1ChargeCut, MLPImputation, NSigmaSelection, XGBoostBaseline
+from autopid.baselines import (
+    ClassicAmsSelection,
+    MLPImputation,
+    NSigmaSelection,
+    XGBoostBaseline,
+    role_sample,
+    tune_baseline,
+)
 from autopid.data import PreprocessedDataset, sample_mc
 from autopid.evaluate import held_out_frames
 from autopid.metrics import (
@@ -102,27 +109,49 @@ def test_label_weights_recover_the_data_mix() -> None:
 def test_alice_baselines(alice_cache: PreprocessResult) -> None:
     ds = PreprocessedDataset(alice_cache.path)
     train = sample_mc(ds, "train", "kaon")
+    val = sample_mc(ds, "validation", "kaon", max_rows=1500)
     mc, data = held_out_frames(ds, "kaon")
-    y = train["y"].to_numpy()
-    nsig = NSigmaSelection("kaon").fit(train, y)
-    assert nsig.tpc_scale == pytest.approx(1.0, abs=0.02) and 0.04 < nsig.tpc_resolution < 0.09
-    results = {}
-    for name, model in {"nsigma": nsig, "xgb": XGBoostBaseline(ds.columns, n_estimators=100).fit(train, y),
-                        "mlp": MLPImputation(ds.normaliser, ds.columns, epochs=3).fit(train, y)}.items():
+    y, y_val = train["y"].to_numpy(), val["y"].to_numpy()
+    # the classic selection reads roles: the same rows, named by role
+    roles_train, y_roles = role_sample(ds, "train", "mc", species="kaon")
+    roles_val, y_roles_val = role_sample(ds, "validation", "mc", species="kaon")
+    roles_test, y_test = role_sample(ds, "test", "mc", species="kaon")
+    np.testing.assert_array_equal(y_test, mc["y"].to_numpy())
+    nsig = NSigmaSelection("kaon").fit(roles_train, y_roles, validation=(roles_val, y_roles_val))
+    assert nsig.tpc_sigma0 == pytest.approx(0.052, rel=0.15) and nsig.tof_mode == "time"
+    results = {"nsigma": roc_auc(y_test, nsig.predict(roles_test))}
+    for name, model in {"xgb": XGBoostBaseline(ds.columns, n_estimators=100).fit(train, y, validation=(val, y_val)),
+                        "mlp": MLPImputation(ds.normaliser, ds.columns, epochs=3).fit(train, y, validation=(val, y_val))
+                        }.items():
         results[name] = roc_auc(mc["y"].to_numpy(), model.predict(mc))
-    assert results["xgb"] > 0.9 and results["mlp"] > 0.85 and results["nsigma"] > 0.8, results
-    f1 = efficiency_purity_f1(mc["y"].to_numpy(), nsig.predict(mc), nsig.threshold)
+        assert 0.0 < model.threshold < 1.0  # best F1 on validation
+    assert results["xgb"] > 0.9 and results["mlp"] > 0.85 and results["nsigma"] > 0.9, results
+    f1 = efficiency_purity_f1(y_test, nsig.predict(roles_test), nsig.threshold)
     assert f1["efficiency"] > 0.6, f1
     assert len(data) > 0 and set(np.unique(data["y"])) == {0.0, 1.0}
 
 
-def test_ams_l1_cut(ams_cache: PreprocessResult) -> None:
+def test_tune_baseline(alice_ds: PreprocessedDataset) -> None:
+    train = sample_mc(alice_ds, "train", "proton", max_rows=1500)
+    val = sample_mc(alice_ds, "validation", "proton", max_rows=800)
+    y, y_val = train["y"].to_numpy(), val["y"].to_numpy()
+    model, info = tune_baseline("xgboost", train, y, val, y_val, n_trials=3, seed=1, columns=alice_ds.columns)
+    assert info["n_trials"] == 3 and set(info["best_params"]) >= {"max_depth", "learning_rate"}
+    assert info["best_value"] == pytest.approx(roc_auc(y_val, model.predict(val)))
+    assert info["best_value"] > 0.9
+    mlp, info = tune_baseline("mlp", train, y, val, y_val, n_trials=2, seed=1, columns=alice_ds.columns,
+                              normaliser=alice_ds.normaliser, metric="logloss", epochs=2)
+    assert info["metric"] == "logloss" and 0 < info["best_value"] < 0.7 and 1 <= mlp.best_epoch <= 2
+
+
+def test_ams_classic_selection(ams_cache: PreprocessResult) -> None:
     ds = PreprocessedDataset(ams_cache.path)
     mc, _ = held_out_frames(ds, "phosphorus")
-    cut = L1ChargeCut(15)
-    score = cut.predict(mc)
-    sel = score >= cut.threshold
-    truth = mc["y"].to_numpy().astype(bool)
+    train, y = role_sample(ds, "train", "mc", species="phosphorus")
+    roles_test, y_test = role_sample(ds, "test", "mc", species="phosphorus")
+    cut = ClassicAmsSelection(15).fit(train, y)
+    sel = cut.predict(roles_test) >= cut.threshold
+    truth = y_test.astype(bool)
     assert sel[truth].mean() > 0.8  # most P pass
     frag = mc["truth_frag"].to_numpy() == 2
     # sulfur fragmenting to P between L1 and L2 shows Z=16 in L1: the cut removes it

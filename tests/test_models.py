@@ -33,11 +33,12 @@ def _patterns(ds: PreprocessedDataset) -> dict[tuple[bool, ...], np.ndarray]:
     return frame, {k: np.asarray(v) for k, v in groups.items()}
 
 
-def test_fse_forward_backward_every_missing_pattern(alice_ds: PreprocessedDataset) -> None:
+@pytest.mark.parametrize("pooling", ["scalar", "channel"])
+def test_fse_forward_backward_every_missing_pattern(alice_ds: PreprocessedDataset, pooling: str) -> None:
     frame, groups = _patterns(alice_ds)
     assert len(groups) >= 3, "TOF and TRD presence should give several patterns"
     fse = FSEDataset(frame, alice_ds.normaliser)
-    model = FSEAttention(num_features=fse.num_features, domain_head=True)
+    model = FSEAttention(num_features=fse.num_features, domain_head=True, pooling=pooling)
     for pattern, idx in groups.items():
         batch = fse[idx[:16].tolist()]
         out = model(batch["feature_ids"], batch["values"], batch["padding_mask"], grl_lambda=0.5)
@@ -49,11 +50,12 @@ def test_fse_forward_backward_every_missing_pattern(alice_ds: PreprocessedDatase
         assert batch["feature_ids"].shape[1] == sum(pattern)
 
 
-def test_fse_permutation_and_batch_invariance(alice_ds: PreprocessedDataset) -> None:
+@pytest.mark.parametrize("pooling", ["scalar", "channel"])
+def test_fse_permutation_and_batch_invariance(alice_ds: PreprocessedDataset, pooling: str) -> None:
     frame, groups = _patterns(alice_ds)
     fse = FSEDataset(frame, alice_ds.normaliser)
     torch.manual_seed(0)
-    model = FSEAttention(num_features=fse.num_features).eval()
+    model = FSEAttention(num_features=fse.num_features, pooling=pooling).eval()
     sparse = next(idx[0] for pat, idx in groups.items() if sum(pat) < max(map(sum, groups)))
     full = [int(idx[0]) for pat, idx in groups.items() if pat != tuple(fse.present[int(sparse)].tolist())]
     alone = fse[[int(sparse)]]
@@ -120,9 +122,10 @@ def test_mda_data_rows_and_permutation_of_events(ams_ds: PreprocessedDataset) ->
     assert torch.allclose(whole[5], one[0], atol=1e-5)
 
 
-def test_every_size_is_a_constructor_argument() -> None:
+@pytest.mark.parametrize("pooling", ["scalar", "channel"])
+def test_every_size_is_a_constructor_argument(pooling: str) -> None:
     m = FSEAttention(num_features=7, embed_channels=(16, 8), num_heads=4, ff_channels=24, num_layers=1,
-                     pool_channels=12, classifier_channels=10, num_outputs=3)
+                     pool_channels=12, classifier_channels=10, num_outputs=3, pooling=pooling)
     ids = torch.tensor(list(itertools.islice(itertools.cycle(range(7)), 10))).reshape(2, 5)
     out = m(ids, torch.randn(2, 5), torch.zeros(2, 5, dtype=torch.bool))
     assert out.logits.shape == (2, 3) and out.features.shape == (2, 8)

@@ -240,7 +240,9 @@ def test_real_prometheus_scrapes_a_search(alice_cfg: DatasetConfig, tmp_path: Pa
     for name in ("autopid_validation_auc", "autopid_domain_accuracy", "autopid_adversarial_lambda",
                  "autopid_training_events_per_second"):
         got = [v for (n, lab), v in samples.items() if n == name and dict(lab).get("species") == "proton"]
-        assert got and all(v > 0 for v in got), name
+        # a trial stopped after the unadapted warm-up epoch reports lambda 0
+        positive = [v > 0 for v in got] if name != "autopid_adversarial_lambda" else [v >= 0 for v in got]
+        assert got and all(positive) and any(v > 0 for v in got), name
     assert 0.5 < value("autopid_study_best_objective", **study) <= 1.0
     assert value("autopid_epoch_duration_seconds_count", **study) >= 3
     assert value("autopid_preprocess_cache_misses_total", experiment="alice", dataset=alice_cfg.name) == 1

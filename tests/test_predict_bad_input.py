@@ -124,7 +124,8 @@ def test_missing_selection_branch_says_how_to_score_anyway(fse_dir: Path, alice_
     del arrays["fTPCNClsCrossedRows"]
     path = _ttree(tmp_path / "no-rows.root", arrays)
     msg = _message(lambda: predict(fse_dir, path))
-    assert msg.startswith(f"{path}:{ALICE}: no branch 'fTPCNClsCrossedRows' (close: 'fTPCNClsShared'); tested by "
+    assert msg.startswith(f"{path}:{ALICE}: no branch 'fTPCNClsCrossedRows' (close: 'fTPCNClsShared', 'fTPCNClsFound'); "
+                          "tested by "
                           "the model's selection (fTPCSignal, fP, fPt, fSign present; fTPCNClsCrossedRows >= 70.0;")
     assert msg.endswith("pass --no-selection (apply_selection=False) to score every entry instead")
     assert len(predict(fse_dir, path, apply_selection=False).score) == len(arrays["run"])

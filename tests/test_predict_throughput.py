@@ -17,7 +17,7 @@ from test_predict_models import mda_dir  # noqa: F401 - fixture
 from autopid.data import PreprocessedDataset
 from autopid.publish.files import MDA_INPUTS
 from autopid.publish.inputs import StoredLayout
-from autopid.publish.mda_inputs import events, mda_feeds
+from autopid.publish.mda_inputs import calibration_of, events, mda_feeds
 from autopid.publish.predict import Predictor
 from autopid.simulate import AMS, AmsSimConfig, simulate_period
 
@@ -27,9 +27,12 @@ def test_numpy_feeds_equal_the_training_loader(ams_ds: PreprocessedDataset, mda_
 
     frame = pd.concat([ams_ds.frame("test", d) for d in ("mc", "data")], ignore_index=True).iloc[:700]
     assert (frame.filter(like="trk_pos[1]").notna().any(axis=1)).sum() > 5  # some second tracks
-    ref = MDADataset(frame, ams_ds).batch(np.arange(len(frame)))
-    # from the published side files, not the cache: same normalisation, same graphs
+    # from the published side files, not the cache: same normalisation, same charge
+    # calibration (the model's gain maps, Data's by default), same graphs
     layout = StoredLayout.from_dir(mda_dir)
+    calibration = calibration_of(layout)
+    assert calibration is not None
+    ref = MDADataset(frame, ams_ds, calibration=calibration, domain="data").batch(np.arange(len(frame)))
     cols = {c: frame[c].to_numpy(np.float64) for c in layout.columns}
     got = mda_feeds(cols, layout)
     for name in MDA_INPUTS:
@@ -38,7 +41,7 @@ def test_numpy_feeds_equal_the_training_loader(ams_ds: PreprocessedDataset, mda_
         np.testing.assert_array_equal(got[name], want, err_msg=name)
     # slices of the normalised events give the graphs of those events alone
     part = events(cols, layout).feeds(100, 164)
-    ref_part = MDADataset(frame, ams_ds).batch(np.arange(100, 164))
+    ref_part = MDADataset(frame, ams_ds, calibration=calibration, domain="data").batch(np.arange(100, 164))
     for name in MDA_INPUTS:
         np.testing.assert_array_equal(part[name], getattr(ref_part, name).numpy(), err_msg=name)
 

@@ -166,7 +166,7 @@ def test_wrong_branch_name_lists_close_matches(alice_cfg: DatasetConfig, alice_r
     msg = _error(cfg, tmp_path / "c")
     assert re.fullmatch(rf"{any_file}: no branch 'fEtta'; close matches: 'fEta'(, '\w+')*", msg), msg
     msg = _error(_cfg_with(alice_cfg, [good], features=[*alice_cfg.features, "zzz"]), tmp_path / "c")
-    assert re.match(rf"{any_file}: no branch 'zzz'; it has 26 branches: run, fTPCSignal, ", msg), msg
+    assert re.match(rf"{any_file}: no branch 'zzz'; it has 28 branches: run, fTPCSignal, ", msg), msg
 
 
 def test_staging_of_a_killed_run_is_removed_by_the_next_run(alice_cfg, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -282,9 +282,12 @@ def test_publish_metadata_resolve_and_revoke(fse_pt: Path, alice_ds: Preprocesse
     import hashlib
 
     assert m["config"]["sha256"] == hashlib.sha256((fse_pt.parent / "config.yaml").read_bytes()).hexdigest()
-    for dom in ("mc", "data"):
+    # Data: truth-free numbers and an estimated gap; hidden-truth metrics only under their own key
+    for dom in ("mc", "data_hidden_truth"):
         assert 0.5 < m["metrics"][dom]["auc"] <= 1.0
-    assert "gap" in m["metrics"] and len(m["metrics"]["mc"]["binned"]["background_efficiency_90"]) == 5
+    assert "auc" not in m["metrics"]["data"] and m["metrics"]["data"]["n"] > 0
+    assert {"estimable", "gap", "reason", "method"} <= set(m["metrics"]["gap"])
+    assert len(m["metrics"]["mc"]["binned"]["background_efficiency_90"]) == 5
     assert m["versions"]["onnxruntime"] and "git_revision" in m and m["created"]
     assert m["parity"]["max_abs_diff"] <= 1e-5
     assert set(m["files"]) >= {"model.onnx", "columns_for_training.json", "scaling_params.json", "thresholds.json"}

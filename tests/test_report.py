@@ -117,14 +117,16 @@ def test_evaluation_scores_the_trained_model(ams_run: Path, ams_ds: Preprocessed
     assert len(ev.mc) == ROWS and 0 < len(ev.data) <= ROWS
     # independently: the model's scores are those of the saved model on the same rows
     model, _ = artifacts.load_model(ams_run / "model.pt", ams_ds)
-    ref = core.predict_frame(model, "mda", ev.mc, ams_ds)["score"]
+    ref = core.predict_frame(model, "mda", ev.mc, ams_ds, domain="mc")["score"]
     np.testing.assert_allclose(ev.model.mc, ref, atol=1e-6)
     names = [s.name for s in ev.selections]
-    assert names == ["MDA", "L1 charge |Q-15|<0.5"]
-    # the L1 cut's working point is the standard window, not a tuned one
-    l1 = ev.selections[1]
-    inside = np.abs(ev.mc["trk_charge_l1"].to_numpy() - 15) < 0.5
-    assert ((l1.mc >= l1.threshold) == inside).all()
+    assert names == ["MDA", "classic (calibrated L1, UTOF, veto)", "second-track veto"]
+    # the classic selection's working point: windows chosen on validation MC for 90 % efficiency
+    classic = ev.selections[1]
+    assert classic.details["efficiency_validation"] >= 0.9 and classic.details["l1_half_width"] > 0
+    assert classic.threshold == -1.0
+    # roles ride along with the test rows: the L1 window is applied to the same rows
+    np.testing.assert_array_equal(ev.mc["role:l1_charge"].to_numpy(), ev.mc["trk_charge_l1"].to_numpy())
     # Data truth comes from the hidden branches, MC truth from MC
     assert set(ev.data["true_species"]) <= {*ams_ds.species, "other"}
     assert (ev.mc["y"].to_numpy() == (ev.mc["true_species"] == "phosphorus").to_numpy()).all()
@@ -143,7 +145,7 @@ def test_ams_run_report(ams_run: Path) -> None:
         "attention")})
     assert sorted(p.name for p in rep.figures) == sorted(linked)
     page = rep.path.read_text()
-    assert "XGBoost" in page and "L1 charge |Q-15|&lt;0.5" in page
+    assert "XGBoost" in page and "classic (calibrated L1, UTOF, veto)" in page
 
 
 @pytest.mark.slow
@@ -156,7 +158,7 @@ def test_alice_run_report_from_the_cli(alice_run: Path, tmp_path: Path, capsys: 
         "roc-mc", "roc-data-hidden-truth", "efficiency-purity-mc", "efficiency-purity-data-hidden-truth",
         "scores")})
     page = out.read_text()
-    for name in ("FSE+attention", "n-sigma (|n|&lt;3)", "XGBoost (NaN native)", "MLP, mean imputation"):
+    for name in ("FSE+attention", "n-sigma (fitted, n&lt;", "XGBoost (NaN native, tuned)", "MLP, mean imputation (tuned)"):
         assert name in page, name
 
 

@@ -193,7 +193,7 @@ def test_tpc_resolution_as_configured(domain: tuple[str, Arrays]) -> None:
     sel = is_species(a, "pion") & (a["fP"] > 0.4) & (a["fP"] < 0.7)
     ratio = a["fTPCSignal"][sel] / expected_tpc_signal(a["fP"][sel], SPECIES["pion"][1],
                                                         mip=cal.tpc.mip)
-    scaled = (ratio - 1) / np.sqrt(159 / a["fTPCNClsCrossedRows"][sel])
+    scaled = (ratio - 1) / np.sqrt(159 / a["fTPCNClsFound"][sel])  # the clusters of the dE/dx
     assert robust_sigma(scaled) == pytest.approx(cal.tpc.sigma0, rel=0.06)
 
 

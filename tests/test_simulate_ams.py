@@ -17,8 +17,8 @@ from autopid.errors import ConfigError
 from autopid.physics.ams import (
     LAYER_Z_CM,
     NUCLEI,
-    beta_from_rigidity,
     bending_power,
+    beta_from_rigidity,
     goldhaber_pt_sigma,
     interaction_length,
     interaction_probability,
@@ -29,6 +29,7 @@ from autopid.physics.ams import (
 from autopid.simulate._common import read_period_manifest, simulate_period
 from autopid.simulate.ams import (
     AMS,
+    FRAG_ABOVE_L1,
     FRAG_L1_L2,
     FRAG_NONE,
     MISSING,
@@ -53,7 +54,8 @@ RECO = {
     "tof_charge_p1": ((), np.float32), "tof_charge_p2": ((), np.float32),
     "tof_ontime_p1": ((), np.int32), "tof_ontime_p2": ((), np.int32),
     "tof_nused": ((), np.int32), "trk_charge_l1": ((), np.float32),
-    "trk_charge_inner": ((), np.float32),
+    "trk_charge_inner": ((), np.float32), "trk_l1_ladder": ((), np.int32),
+    "trk_nsecond": ((), np.int32), "trk_extra_clusters": ((), np.int32),
 }
 
 
@@ -240,13 +242,21 @@ def test_data_cross_section_scaled_by_1_08(data: Arrays) -> None:
 
 def test_extra_clusters_in_l2_to_l4_after_fragmentation(mc: Arrays, data: Arrays) -> None:
     ncl, frag = mc["trk_nclusters"], mc["mc_frag"]
+    dz = mc["mc_Z"] - mc["mc_Z_inner"]
     f0 = ncl[frag == FRAG_NONE].mean(axis=(0, 2))
-    f2 = ncl[frag == FRAG_L1_L2].mean(axis=(0, 2))
-    excess = f2 - f0
-    assert abs(excess[0]) < 0.05  # L1 sits before the interaction
-    # debris + the other fragment: 1.5-3 extra clusters in L2, fading with depth
-    assert excess[1] > 2.0 and excess[1] > excess[2] > excess[3] > excess[4]
-    assert excess[4] == pytest.approx(excess[7], abs=0.1)  # only the second track remains
+
+    def excess(keep: np.ndarray) -> np.ndarray:
+        return ncl[keep].mean(axis=(0, 2)) - f0
+
+    f2 = excess(frag == FRAG_L1_L2)
+    assert abs(f2[0]) < 0.05  # L1 sits before the interaction
+    # debris + resolved hits of the other fragments: most in L2, fading with depth
+    assert f2[1] > 0.8 and f2[1] > f2[2] > f2[3]
+    # growing with the charge the other fragments carry: the table's 1.5-3 at dZ = 8
+    light, heavy = excess((frag == FRAG_L1_L2) & (dz == 1)), excess((frag == FRAG_L1_L2) & (dz >= 6))
+    assert light[1] < 0.6 and heavy[1] > 1.5
+    # above L1: the other fragments are not seen apart from the main track
+    assert np.abs(excess(frag == FRAG_ABOVE_L1)).max() < 0.05
     # noise clusters: Poisson 0.1 (MC) and 0.2 (Data) on top of the hit
     for a, noise in ((mc, 0.1), (data, 0.2)):
         keep = truth(a, "frag") == FRAG_NONE
@@ -254,22 +264,51 @@ def test_extra_clusters_in_l2_to_l4_after_fragmentation(mc: Arrays, data: Arrays
         assert np.mean(a["trk_nclusters"][keep][lone]) == pytest.approx(1 + noise, abs=0.01)
 
 
-def test_second_track_is_the_other_fragment(mc: Arrays) -> None:
+def test_scalar_track_branches(domain: tuple[str, Arrays]) -> None:
+    _, a = domain
+    charge, ncl = a["trk_charge"], a["trk_nclusters"]
+    main_hit, second_hit = charge[:, 0] != MISSING, charge[:, 1] != MISSING
+    assert np.array_equal(a["trk_nsecond"], second_hit.any(axis=(1, 2)).astype(np.int32))
+    extra = ncl[:, 1:4].sum(axis=(1, 2)) - main_hit[:, 1:4].sum(axis=(1, 2))
+    assert np.array_equal(a["trk_extra_clusters"], extra)
+    assert a["trk_extra_clusters"].min() >= 0
+    ladder = a["trk_l1_ladder"]
+    assert np.array_equal(ladder == -1, a["trk_charge_l1"] == MISSING)
+    used = set(np.unique(ladder).tolist())
+    assert -1 in used and used <= {-1, *range(CFG.geometry.ladders_per_layer)}
+    assert len(used) >= 7  # tracks enter L1 within +-45 cm: ladders 1-6 of 0-7
+    # the ladder follows the L1 x position (8 ladders of 15 cm side by side from -60 cm)
+    x1 = charge[:, 0, 0, 0] != MISSING
+    expected = np.floor((a["trk_pos"][x1, 0, 0, 0] + 60.0) / 15.0)
+    assert np.mean(ladder[x1] == expected) > 0.999
+
+
+def test_second_track_is_the_other_fragment() -> None:
+    quiet = {"noise_track_prob": 0.0}
+    cfg = CFG.model_copy(update={"mc": CFG.mc.model_copy(update=quiet)})
+    mc = generate_ams(cfg, 40_000, domain="mc", rng=np.random.default_rng(4),
+                      period_rng=np.random.default_rng(5))
     f2 = mc["mc_frag"] == FRAG_L1_L2
     second = mc["trk_charge"][f2, 1]
     assert np.all(second[:, 0] == MISSING)  # born below L1
     present = (second[:, 1:8] != MISSING).any(axis=(1, 2))
-    assert present.mean() > 0.9
+    assert np.array_equal(present, mc["trk_nsecond"][f2] == 1)
+    # found only part of the time: light fragments merge with the main track or are missed
+    assert 0.05 < present.mean() < 0.5
     other = (mc["mc_Z"] - mc["mc_Z_inner"])[f2][present]
     q = second[present][:, 1:8]
     hit = q != MISSING
     mean_q = np.where(hit, q, 0.0).sum(axis=(1, 2)) / hit.sum(axis=(1, 2))
     assert np.median(mean_q - other) == pytest.approx(0.0, abs=0.05)
-    # it leaves the interaction point and diverges from the main track
+    # it leaves the interaction point and diverges from the main track, farther than the
+    # merge distance wherever it has a hit
     pos = mc["trk_pos"][f2][present]
     both = (pos[:, :, 1:8, 1] != MISSING).all(axis=1)
     gap = np.abs(pos[:, 0, 1:8, 1] - pos[:, 1, 1:8, 1])
     assert np.median(gap[both[:, 0] & both[:, -1], -1]) > np.median(gap[both[:, 0] & both[:, -1], 0])
+    assert np.all(gap[both] > CFG.fragments.merge_distance_cm - 0.01)
+    # no second track, no debris, no fragment from an interaction above L1
+    assert not mc["trk_nsecond"][mc["mc_frag"] == FRAG_ABOVE_L1].any()
 
 
 # --------------------------------------------------------------------------- composition, spectra

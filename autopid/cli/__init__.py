@@ -25,7 +25,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    from autopid.cli import models, predict, preprocess, report, retrain, scheduler, search, simulate, train
+    from autopid.cli import benchmark, models, predict, preprocess, report, retrain, scheduler, search, simulate, train
 
     # the output options work before or after the command: the command's copies default to
     # SUPPRESS so that they never overwrite what was given before it
@@ -40,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     _output_options(parser, None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for module in (simulate, preprocess, train, search, models, predict, report, retrain, scheduler):
+    for module in (simulate, preprocess, train, search, models, predict, report, retrain, scheduler, benchmark):
         module.register(sub, common)
     return parser
 

@@ -93,8 +93,10 @@ def run_publish(args: argparse.Namespace) -> int:
           f"{len(m['parity']['patterns'])} input patterns")
     mt = m.get("metrics", {})
     line = f"  test AUC MC {mt.get('mc', {}).get('auc')}"
-    if "data" in mt:
-        line += f", Data {mt['data'].get('auc')}; efficiency gap {mt.get('gap', {}).get('gap')}"
+    if "gap" in mt:  # the Data efficiency is a truth-free estimate (template fit)
+        line += (f"; Data efficiency (estimated) {mt['gap'].get('efficiency_data')}; MC-Data efficiency gap "
+                 f"{mt['gap'].get('gap')}" + ("" if mt["gap"].get("estimable", True) else
+                                              f" (not estimable: {mt['gap'].get('reason')})"))
     print(line + f"; threshold {m['thresholds']['best_f1']:.4f} (best F1 on validation)")
     print(f"  {v.path}")
     return 0
@@ -132,13 +134,15 @@ def run_show(args: argparse.Namespace) -> int:
     t = m.get("thresholds", {})
     print(f"  thresholds: best F1 {t.get('best_f1')}, 90% efficiency {t.get('efficiency_90')} "
           f"(default {t.get('default')})")
-    for dom in ("mc", "data"):
+    for dom, label in (("mc", "mc  "), ("data_hidden_truth", "data, hidden truth")):
         d = m.get("metrics", {}).get(dom)
         if d:
-            print(f"  test {dom:<4}:  AUC {d.get('auc')}, efficiency {d.get('efficiency')}, purity {d.get('purity')}, "
+            print(f"  test {label}:  AUC {d.get('auc')}, efficiency {d.get('efficiency')}, purity {d.get('purity')}, "
                   f"rejection@90% {d.get('rejection_90')}")
     if "gap" in m.get("metrics", {}):
-        print(f"  MC-Data efficiency gap: {m['metrics']['gap'].get('gap')}")
+        g = m["metrics"]["gap"]
+        print(f"  MC-Data efficiency gap (Data estimated without truth): {g.get('gap')} +- {g.get('gap_error')}"
+              + ("" if g.get("estimable", True) else f" (not estimable: {g.get('reason')})"))
     if m.get("baseline_metrics"):
         print(f"  baseline:   {json.dumps(m['baseline_metrics'])[:200]}")
     print(f"  files:      {len(m.get('files', {}))} verified (sha256)")

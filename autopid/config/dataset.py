@@ -18,6 +18,29 @@ from autopid.errors import ConfigError
 CutOp = Literal["<", "<=", ">", ">=", "==", "!=", "between", "in", "abs<"]
 Transform = Literal["signed_log", "inverse"]
 
+# What a branch means to the classic selections, the calibrations and the estimates.
+# The YAML maps each role it can serve to a branch (a feature or an auxiliary branch),
+# so code never reads a branch by an experiment's own name.
+ROLES: dict[str, str] = {
+    # ALICE-like tracks
+    "momentum": "total momentum p (GeV/c)",
+    "pt": "transverse momentum (GeV/c)",
+    "charge_sign": "charge sign (+1/-1)",
+    "tpc_signal": "TPC dE/dx (any scale: the baselines fit it)",
+    "tpc_clusters": "TPC clusters used for the dE/dx",
+    "tof_beta": "TOF velocity beta (missing without a TOF hit)",
+    "tof_time": "TOF time of flight (any unit: the baselines fit the scale)",
+    "track_length": "track length to the TOF (any unit)",
+    # AMS-like nuclei
+    "rigidity": "inner-tracker rigidity (GV)",
+    "l1_charge": "tracker layer-1 charge (charge units)",
+    "inner_charge": "inner-tracker (L2-L8) charge",
+    "utof_charge": "upper-TOF charge",
+    "l1_ladder": "ladder of the main-track L1 hit (-1 or missing: none)",
+    "second_tracks": "number of reconstructed second tracks",
+    "extra_clusters": "clusters in L2-L4 not on the main track",
+}
+
 
 class Source(StrictModel):
     domain: Literal["mc", "data"] = Field(description="MC (labelled, source) or Data (target)")
@@ -116,6 +139,13 @@ class DatasetConfig(StrictModel):
     run_branch: str = "run"
     event_branch: str = "event"
     features: list[str] = Field(min_length=1, description="branches (scalars or fixed-size arrays) stored as features")
+    auxiliary: list[str] = Field(
+        default_factory=list,
+        description="scalar branches stored next to the features, never model inputs nor normalised "
+                    "(for the classic baselines, calibrations and estimates); sentinels become NaN")
+    roles: dict[str, str] = Field(
+        default_factory=dict,
+        description=f"role -> branch (a feature or an auxiliary branch); roles: {', '.join(ROLES)}")
     required: list[str] = Field(default_factory=list, description="features that must never be missing, NaN or inf")
     sentinels: list[float] = Field(default_factory=list, description="values that mean 'missing'")
     missing_rules: list[MissingRule] = Field(default_factory=list)
@@ -146,6 +176,7 @@ class DatasetConfig(StrictModel):
                 raise ValueError(f"targets: unknown species {name!r}; defined: {sorted(self.species)}")
         if self.kinematic is not None and self.kinematic not in features:
             raise ValueError(f"kinematic: {self.kinematic!r} is not in features")
+        self._check_roles(features)
         if self.family == "mda":
             if self.mda is None:
                 raise ValueError("family 'mda' needs an 'mda' section")
@@ -160,6 +191,20 @@ class DatasetConfig(StrictModel):
                     raise ValueError(f"species: truth value {code} is in both {seen[code]!r} and {name!r}")
                 seen[code] = name
         return self
+
+    def _check_roles(self, features: set[str]) -> None:
+        for name in self.auxiliary:
+            if name in features:
+                raise ValueError(f"auxiliary: {name!r} is also a feature; list it in one place only")
+        if len(set(self.auxiliary)) != len(self.auxiliary):
+            raise ValueError("auxiliary: a branch is listed twice")
+        stored = features | set(self.auxiliary)
+        for role, branch in self.roles.items():
+            if role not in ROLES:
+                raise ValueError(f"roles: unknown role {role!r}; known roles: {', '.join(ROLES)}")
+            if branch not in stored:
+                raise ValueError(f"roles: role {role!r} maps to branch {branch!r}, which is neither in "
+                                 "features nor in auxiliary")
 
     def with_period(self, period: str) -> DatasetConfig:
         """The dataset restricted to one run period: ``{period}`` in file patterns is

@@ -38,6 +38,45 @@ class PreprocessedDataset:
     def columns(self) -> list[str]:
         return list(self.manifest["columns"])
 
+    @property
+    def auxiliary(self) -> list[str]:
+        """Scalar branches stored next to the features (never model inputs)."""
+        return list(self.manifest.get("auxiliary", []))
+
+    @property
+    def roles(self) -> dict[str, str]:
+        """Role -> branch, as the dataset YAML maps them (empty for older caches)."""
+        return dict(self.manifest.get("roles", {}))
+
+    def role_columns(self, roles: Sequence[str] | None = None) -> dict[str, str]:
+        """Role -> stored column for ``roles`` (default: every mapped role).
+
+        An unmapped role is a ConfigError that names the dataset, the role and the mapped
+        roles: the caller decides whether to skip what needs it.
+        """
+        mapped = self.roles
+        wanted = list(mapped) if roles is None else list(roles)
+        missing = [r for r in wanted if r not in mapped]
+        if missing:
+            raise ConfigError(
+                f"dataset {self.manifest.get('dataset')!r}: role {missing[0]!r} is not mapped to a branch "
+                f"(add it under 'roles' in the dataset YAML); mapped roles: {', '.join(sorted(mapped)) or 'none'}")
+        features = self.manifest.get("features", {})
+        for r in wanted:
+            shape = features.get(mapped[r], {}).get("shape")
+            if shape:
+                raise ConfigError(f"dataset {self.manifest.get('dataset')!r}: role {r!r} maps to {mapped[r]!r}, "
+                                  f"an array branch of shape {tuple(shape)}; a role needs a scalar branch")
+        return {r: mapped[r] for r in wanted}
+
+    def role_frame(self, split: str, domain: str, roles: Sequence[str] | None = None) -> pd.DataFrame:
+        """Columns named by role with physical values (no transform, no normalisation), in
+        the row order of :meth:`frame` for the same split and domain."""
+        cols = self.role_columns(roles)
+        branches = list(dict.fromkeys(cols.values()))
+        raw = self.frame(split, domain, branches)
+        return pd.DataFrame({role: raw[branch].to_numpy() for role, branch in cols.items()})
+
     def feature_columns(self, branch: str) -> list[str]:
         return list(self.manifest["features"][branch]["columns"])
 

@@ -13,6 +13,7 @@ per-event Python object is made while training.
 
 from __future__ import annotations
 
+from collections import ChainMap
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -22,6 +23,7 @@ import torch
 from torch.utils.data import Dataset, Subset
 from torch_geometric.data import Batch, Data
 
+from autopid.calibration.gains import ChargeCalibration
 from autopid.data.dataset import PreprocessedDataset
 from autopid.errors import ConfigError
 
@@ -31,7 +33,7 @@ NODE_FEATURES = ("position", "charge", "has_charge", "layer_z", "side", "track")
 _DATA_BATCH = type(Batch())
 
 
-def _vector(frame: pd.DataFrame, ds: PreprocessedDataset, branches: list[str]) -> np.ndarray:
+def _vector(frame: Any, ds: PreprocessedDataset, branches: list[str]) -> np.ndarray:
     """Normalised columns with NaN set to 0 and one presence flag per column appended."""
     cols = [c for b in branches for c in ds.feature_columns(b)]
     x = ds.normaliser.transform(frame, cols)
@@ -39,11 +41,27 @@ def _vector(frame: pd.DataFrame, ds: PreprocessedDataset, branches: list[str]) -
     return np.concatenate([np.where(present, x, 0.0), present.astype(np.float32)], axis=1).astype(np.float32)
 
 
-def _array(frame: pd.DataFrame, ds: PreprocessedDataset, branch: str, layers: list[int], layer_axis: int) -> np.ndarray:
+def _array(frame: Any, ds: PreprocessedDataset, branch: str, layers: list[int], layer_axis: int) -> np.ndarray:
     """Normalised values of an array branch reshaped to its ROOT shape, layers selected (NaN kept)."""
     shape = ds.feature_shape(branch)
-    x = ds.normaliser.transform(frame, ds.feature_columns(branch)).reshape(len(frame), *shape)
+    n = len(frame[ds.feature_columns(branch)[0]])
+    x = ds.normaliser.transform(frame, ds.feature_columns(branch)).reshape(n, *shape)
     return np.take(x, [layer - 1 for layer in layers], axis=layer_axis + 1)
+
+
+def calibrated_columns(frame: pd.DataFrame, ds: Any, calibration: ChargeCalibration,
+                       domain: str | None = None) -> dict[str, np.ndarray]:
+    """Calibrated charge columns of ``frame`` (tracker charges divided by the gain maps of
+    ``calibration``, TOF charges scaled; see :meth:`ChargeCalibration.calibrate`): each
+    row's own domain (its ``domain`` column, 0 MC / 1 Data) unless ``domain`` names one
+    for every row; without either, the calibration's default domain (Data)."""
+    scaled = sorted({c for v in calibration.scales.values() for c in v})
+    names = [*ds.feature_columns(calibration.charge_branch), *ds.feature_columns(calibration.position_branch), *scaled]
+    cols = {c: frame[c].to_numpy(np.float64) for c in names}
+    which: Any = domain
+    if which is None and "domain" in frame:
+        which = frame["domain"].to_numpy(np.float64)
+    return calibration.calibrate(cols, ds, which)
 
 
 def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -64,19 +82,31 @@ def _offsets(counts: np.ndarray) -> np.ndarray:
 class MDADataset(Dataset[Data]):
     """Graphs of all events, built once from a frame of the cache (MC and/or Data rows).
 
+    ``calibration``: the model's tracker charge gain maps, applied to the raw charges
+    before normalisation (per row by its ``domain`` column, or ``domain`` for all rows;
+    see :mod:`autopid.calibration.gains`). ``weights``: per-row loss weights (``weight``
+    of the batches; 1 by default).
+
     ``node_x [nodes, 6]`` and ``node_ptr [N + 1]`` hold the nodes of all events,
     ``edge_index [2, edges]`` (numbered within each event), ``edge_type [edges]`` and
     ``edge_ptr [N + 1]`` their edges; event ``i`` owns ``node_ptr[i]:node_ptr[i + 1]``.
     """
 
-    def __init__(self, frame: pd.DataFrame, ds: PreprocessedDataset) -> None:
+    def __init__(self, frame: pd.DataFrame, ds: PreprocessedDataset, *, calibration: ChargeCalibration | None = None,
+                 domain: str | None = None, weights: np.ndarray | None = None) -> None:
         layout: dict[str, Any] | None = ds.manifest.get("mda")
         if layout is None:
             raise ConfigError(f"{ds.path}: this cache has no 'mda' layout (dataset family is not mda)")
         layers = sorted(set(layout["position"]["layers"]) | set(layout["charge"]["layers"]))
         self.layers = layers
         pos = _array(frame, ds, layout["position"]["branch"], layers, 1)  # [N, T, L, S]
-        charge = _array(frame, ds, layout["charge"]["branch"], layers, 1)
+        src: Any = frame  # where the charges are read: the calibrated columns first
+        if calibration is not None:
+            if calibration.charge_branch != layout["charge"]["branch"]:
+                raise ConfigError(f"{ds.path}: the model's charge calibration is for branch "
+                                  f"{calibration.charge_branch!r}, the MDA layout reads {layout['charge']['branch']!r}")
+            src = ChainMap(calibrated_columns(frame, ds, calibration, domain), frame)
+        charge = _array(src, ds, layout["charge"]["branch"], layers, 1)
         use_charge = np.isin(layers, layout["charge"]["layers"])
         use_pos = np.isin(layers, layout["position"]["layers"])
         charge[:, :, ~use_charge, :] = np.nan
@@ -90,12 +120,14 @@ class MDADataset(Dataset[Data]):
         img = _array(frame, ds, layout["clusters"]["branch"], layout["clusters"]["layers"], 0)  # [N, L, S]
         self.image = np.nan_to_num(img).astype(np.float32)[:, None]  # [N, 1, L, S]
         self.rigidity = _vector(frame, ds, layout["rigidity"])
-        self.tof = _vector(frame, ds, layout["tof"])
+        self.tof = _vector(src, ds, layout["tof"])
         n = len(frame)
         y = frame["y"].to_numpy(np.float32) if "y" in frame else np.full(n, np.nan, np.float32)
         self.has_label = np.isfinite(y)
         self.y = np.nan_to_num(y, nan=0.0)
         self.domain = frame["domain"].to_numpy(np.float32, copy=True) if "domain" in frame else np.zeros(n, np.float32)
+        # per-row weight of the losses (rigidity reweighting of MC rows; 1 by default)
+        self.weight = np.ones(n, np.float32) if weights is None else np.asarray(weights, np.float32).reshape(n).copy()
         self._build_graphs()
 
     def _build_graphs(self) -> None:
@@ -179,7 +211,12 @@ class MDADataset(Dataset[Data]):
             y=torch.tensor([self.y[i]]),
             domain=torch.tensor([self.domain[i]]),
             has_label=torch.tensor([bool(self.has_label[i])]),
+            weight=torch.tensor([self._weight()[i]]),
         )
+
+    def _weight(self) -> np.ndarray:
+        weight = getattr(self, "weight", None)  # datasets made field by field may lack it
+        return np.ones(len(self), np.float32) if weight is None else weight
 
     def batch(self, index: Sequence[int] | np.ndarray) -> Batch:
         """The events ``index`` collated into one PyG ``Batch``, as
@@ -209,13 +246,15 @@ class MDADataset(Dataset[Data]):
             y=torch.from_numpy(self.y[idx]),
             domain=torch.from_numpy(self.domain[idx]),
             has_label=torch.from_numpy(self.has_label[idx]),
+            weight=torch.from_numpy(self._weight()[idx]),
             batch=torch.from_numpy(np.repeat(np.arange(b, dtype=np.int64), n_nodes)),
             ptr=t_ptr,
         )
         # what Batch.from_data_list records, so get_example / to_data_list keep working
         out._num_graphs = b
         out._slice_dict = {"x": t_ptr, "edge_index": t_eptr, "edge_type": t_eptr, "image": graphs,
-                           "rigidity": graphs, "tof": graphs, "y": graphs, "domain": graphs, "has_label": graphs}
+                           "rigidity": graphs, "tof": graphs, "y": graphs, "domain": graphs, "has_label": graphs,
+                           "weight": graphs}
         out._inc_dict = {k: zeros for k in out._slice_dict}
         out._inc_dict["edge_index"] = t_ptr[:-1]
         return out
@@ -259,7 +298,8 @@ def _resolve(dataset: Any) -> tuple[MDADataset, np.ndarray] | None:
 
 def mda_dataloader(dataset: MDADataset, *, batch_size: int = 128, shuffle: bool = True, seed: int = 0) -> Any:
     """PyG batches: ``x``, ``edge_index``, ``edge_type``, ``batch``, ``ptr`` plus
-    ``image [B,1,L,S]``, ``rigidity [B,R]``, ``tof [B,K]``, ``y``, ``domain``, ``has_label [B]``.
+    ``image [B,1,L,S]``, ``rigidity [B,R]``, ``tof [B,K]``, ``y``, ``domain``, ``has_label``,
+    ``weight [B]``.
 
     Same seed, same batches. ``dataset`` may also be a ``Subset`` of an :class:`MDADataset`;
     any other dataset of ``Data`` objects goes through PyG's ``DataLoader``.

@@ -27,6 +27,13 @@ NUCLEI: Final[dict[str, tuple[int, int]]] = {
     "iron": (26, 56),
 }
 
+# mass number of the most abundant stable isotope of Z = 1..26 (H-1, He-4, ..., Fe-56):
+# the mass a projectile fragment of that charge is given
+STABLE_MASS_NUMBER: Final[tuple[int, ...]] = (
+    1, 4, 7, 9, 11, 12, 14, 16, 19, 20, 23, 24, 27,
+    28, 31, 32, 35, 40, 39, 40, 45, 48, 51, 52, 55, 56,
+)
+
 N_LAYERS: Final[int] = 9
 # z of tracker layers L1..L9 (cm): L1 on top of the TRD, L2-L8 in and around the magnet,
 # L9 below the lower TOF (AMS-02 after the 2011 tracker reconfiguration, rounded)
@@ -94,6 +101,37 @@ def beta_from_rigidity(rigidity_gv: ArrayLike, z: ArrayLike, a: ArrayLike) -> Fl
     p = momentum_gev(rigidity_gv, z)
     m = nucleus_mass_gev(a)
     return p / np.sqrt(p * p + m * m)
+
+
+def fragment_mass_number(
+    z_fragment: ArrayLike,
+    z_parent: ArrayLike,
+    a_parent: ArrayLike,
+    table: tuple[int, ...] = STABLE_MASS_NUMBER,
+) -> NDArray[np.int64]:
+    """A of a projectile fragment of charge Z_F: the table's isotope (index Z_F - 1), at most
+    the parent's A less one nucleon per removed charge (K-39 -> Ar-38, not Ar-40)."""
+    zf = np.asarray(z_fragment, dtype=np.int64)
+    zp = np.asarray(z_parent, dtype=np.int64)
+    ap = np.asarray(a_parent, dtype=np.int64)
+    lookup = np.asarray(table, dtype=np.int64)
+    a = lookup[np.clip(zf, 1, lookup.size) - 1]
+    return np.clip(np.minimum(a, ap - (zp - zf)), zf, None)
+
+
+def fragment_rigidity(
+    rigidity_gv: ArrayLike,
+    z_parent: ArrayLike,
+    a_parent: ArrayLike,
+    z_fragment: ArrayLike,
+    a_fragment: ArrayLike,
+) -> FloatArray:
+    """Rigidity of a projectile fragment with the parent's velocity (momentum per nucleon
+    conserved): R_F = R (A_F / A) (Z / Z_F), so beta(R_F, Z_F, A_F) = beta(R, Z, A)."""
+    r = np.asarray(rigidity_gv, dtype=np.float64)
+    return (r * np.asarray(a_fragment, dtype=np.float64) / np.asarray(a_parent, dtype=np.float64)
+            * np.asarray(z_parent, dtype=np.float64)
+            / np.asarray(z_fragment, dtype=np.float64))
 
 
 def inverse_rigidity_sigma(

@@ -57,7 +57,7 @@ def truth_branches(cfg: DatasetConfig, domain: str) -> dict[str, str]:
 
 
 def chunk_branches(cfg: DatasetConfig, domain: str) -> list[str]:
-    names = [cfg.run_branch, cfg.event_branch, *cfg.features]
+    names = [cfg.run_branch, cfg.event_branch, *cfg.features, *cfg.auxiliary]
     names += [c.branch for c in cfg.selection]
     names += [r.when.branch for r in cfg.missing_rules]
     names += list(truth_branches(cfg, domain).values())
@@ -107,7 +107,7 @@ class Chunk:
     split is a slice, and a slice of a contiguous array goes to Arrow without a copy.
     """
 
-    columns: dict[str, np.ndarray]  # float32 features, int64 run/event/truth
+    columns: dict[str, np.ndarray]  # float32 features and auxiliary, int64 run/event/truth
     blocks: dict[str, np.ndarray]  # feature branch -> [rows, elements] float32, for the statistics
     bounds: tuple[int, int, int, int]
 
@@ -153,6 +153,8 @@ def select_chunk(raw: dict[str, np.ndarray], cfg: DatasetConfig, domain: str,
         by_element = block.T.copy() if block.shape[1] > 1 else block.reshape(1, k)
         for j, col in enumerate(expand_columns(branch, shapes[branch])):
             columns[col] = by_element[j]
+    for branch in cfg.auxiliary:  # physical values for baselines and calibrations: no transform
+        columns[branch] = np.ascontiguousarray(arrays[branch][rows], dtype=np.float32)
     for col, branch in truth.items():
         columns[col] = raw[branch][rows].astype(np.int64, copy=False)
     return Chunk(columns, blocks, bounds)

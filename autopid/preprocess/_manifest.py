@@ -163,6 +163,8 @@ def build_manifest(cfg: DatasetConfig, key: str, inputs: list[Input]) -> dict[st
         "family": cfg.family,
         "features": {b: {"shape": list(shapes[b]), "columns": cols} for b, cols in columns_by_branch.items()},
         "columns": columns,
+        "auxiliary": list(cfg.auxiliary),
+        "roles": dict(cfg.roles),
         "normalisation": {"columns": columns, "mean": mean.tolist(), "std": std.tolist(),
                           "transforms": transforms,
                           "fitted_on": {"split": "train", "domains": list(cfg.normalisation_domains)}},

@@ -119,6 +119,10 @@ def _process_file(task: FileTask, cfg: DatasetConfig, shard_root: str) -> FileSt
     tree = open_tree(task.path, task.tree)
     names = chunk_branches(cfg, task.domain)
     infos = branch_info(where, tree, names)
+    for name in cfg.auxiliary:
+        if infos[name].shape:
+            raise InputError(f"{where}: auxiliary branch {name!r} has shape {infos[name].shape} per entry; "
+                             "auxiliary branches must be scalars")
     stats = FileStats(index=task.index, entries=int(tree.num_entries),
                       shapes={b: infos[b].shape for b in cfg.features}, host=_worker_name())
     fit_here = task.domain in cfg.normalisation_domains

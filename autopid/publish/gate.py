@@ -7,8 +7,17 @@ beyond its tolerance. A guard reads one value, or one value per bin of the kinem
 variable (every bin must pass). With no serving model the candidate is promoted.
 
 Metrics are dicts as :func:`autopid.publish.evaluation.held_out_metrics` writes them
-(``{"mc": {...}, "data": {...}, "gap": {...}}``); paths are dotted, e.g. ``mc.auc``,
-``gap.gap``, ``mc.binned.background_efficiency_90``.
+(``{"mc": {...}, "data": {...}, "gap": {...}, "data_hidden_truth": {...}}``); paths are
+dotted, e.g. ``mc.auc``, ``gap.gap``, ``mc.binned.background_efficiency_90``.
+
+No hidden truth in any decision: the default efficiency-gap guard reads ``gap.gap``, the
+MC efficiency (MC truth) minus the Data efficiency *estimated without truth* (template
+fit, :mod:`autopid.estimate`). The gate never looks into ``data_hidden_truth`` (hidden
+truth of simulated Data, for reports): a metric or guard path into it is refused, and the
+key is dropped before any lookup. A guard whose value is missing (e.g. the Data
+efficiency is not estimable: the dataset maps no ``l1_charge`` role) is reported as NOT
+CHECKED, with the reason, in the decision and the log; ``required=True`` makes that block
+the promotion instead.
 """
 
 from __future__ import annotations
@@ -18,7 +27,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from autopid._logging import get_logger
 from autopid.errors import ConfigError
+
+_log = get_logger(__name__)
+HIDDEN_TRUTH_KEY = "data_hidden_truth"  # = autopid.evaluate.HIDDEN_TRUTH_KEY (not imported: keeps the gate lean)
+
+
+def check_truth_free_path(path: str, what: str = "metric path") -> str:
+    """Refuse a dotted path into the hidden truth of simulated Data."""
+    if path.split(".", 1)[0] == HIDDEN_TRUTH_KEY:
+        raise ConfigError(f"{what} {path!r} reads {HIDDEN_TRUTH_KEY}, the hidden truth of simulated Data: "
+                          "reports only, never a promotion decision (use gap.gap, the truth-free estimate)")
+    return path
 
 
 @dataclass(frozen=True)
@@ -33,6 +54,10 @@ class Guard:
         tolerance: absolute allowance.
         relative_tolerance: allowance as a fraction of the serving value.
         absolute_value: compare ``|value|`` (e.g. the MC-Data efficiency gap).
+        error_path: dotted path to the value's uncertainty (e.g. ``gap.gap_error``): the
+            allowance grows to ``error_sigmas * sqrt(err_candidate^2 + err_serving^2)``.
+        explain_path: dotted path to a text saying why the value is missing (shown).
+        required: a missing value blocks the promotion (default: reported as NOT CHECKED).
     """
 
     name: str
@@ -41,10 +66,22 @@ class Guard:
     tolerance: float = 0.0
     relative_tolerance: float = 0.0
     absolute_value: bool = False
+    error_path: str | None = None
+    error_sigmas: float = 1.0
+    explain_path: str | None = None
+    required: bool = False
+
+    def __post_init__(self) -> None:
+        for p in (self.path, self.error_path, self.explain_path):
+            if p is not None:
+                check_truth_free_path(p, f"guard {self.name!r}: path")
+        if self.error_sigmas < 0:
+            raise ConfigError(f"guard {self.name!r}: error_sigmas must be >= 0, got {self.error_sigmas}")
 
 
 DEFAULT_GUARDS: tuple[Guard, ...] = (
-    Guard("|MC-Data efficiency gap|", "gap.gap", higher_is_better=False, tolerance=0.01, absolute_value=True),
+    Guard("|MC-Data efficiency gap| (Data efficiency estimated without truth)", "gap.gap", higher_is_better=False,
+          tolerance=0.01, absolute_value=True, error_path="gap.gap_error", explain_path="gap.reason"),
     Guard("background efficiency at 90% signal efficiency (MC), per kinematic bin",
           "mc.binned.background_efficiency_90", higher_is_better=False, tolerance=0.005, relative_tolerance=0.10),
 )
@@ -74,6 +111,7 @@ class GateDecision:
     improvement: float | None = None
     margin: float = 0.0
     guards: list[GuardResult] = field(default_factory=list)
+    unchecked: list[str] = field(default_factory=list)  # guards that could not be checked, and why
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -107,17 +145,43 @@ def _same_data(candidate: Mapping[str, Any], serving: Mapping[str, Any]) -> None
                               f"({domain}: {a} vs {b} rows); evaluate both on one sample (see evaluate_pair)")
 
 
-def _check(guard: Guard, label: str | None, cand: Any, serv: Any) -> GuardResult:
+def _truth_free(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """``metrics`` without the hidden truth of simulated Data (never read by the gate)."""
+    return {k: v for k, v in metrics.items() if k != HIDDEN_TRUTH_KEY}
+
+
+def _why(guard: Guard, candidate: Mapping[str, Any], serving: Mapping[str, Any], c: Any, s: Any) -> str:
+    side = "candidate and serving model" if c is None and s is None else ("candidate" if c is None else "serving model")
+    why = [str(w) for w in (_lookup(candidate, guard.explain_path) if guard.explain_path else None,
+                            _lookup(serving, guard.explain_path) if guard.explain_path else None) if w]
+    return f"{guard.path} missing or NaN for the {side}" + (f": {'; '.join(dict.fromkeys(why))}" if why else "")
+
+
+def _check(guard: Guard, label: str | None, cand: Any, serv: Any, err: float = 0.0, why: str = "") -> GuardResult:
     c, s = _number(cand), _number(serv)
     if c is None or s is None:
-        return GuardResult(guard.name, label, c, s, None, 0.0, True, "not comparable (missing or NaN): skipped")
+        if guard.required:
+            return GuardResult(guard.name, label, c, s, None, 0.0, False, f"NOT CHECKED, required: {why}")
+        return GuardResult(guard.name, label, c, s, None, 0.0, True, f"NOT CHECKED: {why}")
     if guard.absolute_value:
         c, s = abs(c), abs(s)
     if math.isinf(s) and math.isinf(c) and (s > 0) == (c > 0):
         return GuardResult(guard.name, label, c, s, 0.0, 0.0, True)
     worse = (s - c) if guard.higher_is_better else (c - s)
     allowed = guard.tolerance if math.isinf(s) else max(guard.tolerance, guard.relative_tolerance * abs(s))
-    return GuardResult(guard.name, label, c, s, worse, allowed, not worse > allowed)
+    note = ""
+    if err > allowed:
+        allowed, note = err, f"allowance widened to {guard.error_sigmas:g} sigma of the estimates ({err:.3g})"
+    return GuardResult(guard.name, label, c, s, worse, allowed, not worse > allowed, note)
+
+
+def _error(guard: Guard, candidate: Mapping[str, Any], serving: Mapping[str, Any]) -> float:
+    if not guard.error_path:
+        return 0.0
+    ec, es = _number(_lookup(candidate, guard.error_path)), _number(_lookup(serving, guard.error_path))
+    if ec is None or es is None:
+        return 0.0
+    return guard.error_sigmas * math.hypot(ec, es)
 
 
 def _check_guard(guard: Guard, candidate: Mapping[str, Any], serving: Mapping[str, Any]) -> list[GuardResult]:
@@ -127,17 +191,28 @@ def _check_guard(guard: Guard, candidate: Mapping[str, Any], serving: Mapping[st
         out = []
         for b in cand or []:
             key = (b.get("low"), b.get("high"))
-            out.append(_check(guard, f"[{key[0]:g}, {key[1]:g})", b.get("value"), sbins.get(key)))
+            value, other = b.get("value"), sbins.get(key)
+            out.append(_check(guard, f"[{key[0]:g}, {key[1]:g})", value, other,
+                              why=f"{guard.path} bin missing or NaN"))
         return out
-    return [_check(guard, None, cand, serv)]
+    return [_check(guard, None, cand, serv, _error(guard, candidate, serving),
+                   _why(guard, candidate, serving, _number(cand), _number(serv)))]
 
 
 def decide(candidate: Mapping[str, Any], serving: Mapping[str, Any] | None, *, metric: str = "mc.auc",
            margin: float = 0.002, higher_is_better: bool = True,
            guards: Sequence[Guard] = DEFAULT_GUARDS) -> GateDecision:
-    """Promote ``candidate`` over ``serving`` (metrics dicts) or not, and why."""
+    """Promote ``candidate`` over ``serving`` (metrics dicts) or not, and why.
+
+    Reads no hidden truth: ``data_hidden_truth`` is dropped from both dicts first and a
+    ``metric`` into it is refused."""
     if margin < 0:
         raise ConfigError(f"margin must be >= 0, got {margin}")
+    check_truth_free_path(metric, "promotion metric")
+    for g in guards:
+        g.__post_init__()  # a guard built with object.__setattr__ tricks is still checked
+    candidate = _truth_free(candidate)
+    serving = None if serving is None else _truth_free(serving)
     c = _number(_lookup(candidate, metric))
     if serving is None:
         return GateDecision(True, "no model is serving: the candidate is promoted", metric, c, None, None, margin)
@@ -149,18 +224,27 @@ def decide(candidate: Mapping[str, Any], serving: Mapping[str, Any] | None, *, m
     improvement = (c - s) if higher_is_better else (s - c)
     results = [r for g in guards for r in _check_guard(g, candidate, serving)]
     failed = [r for r in results if not r.ok]
+    unchecked = [f"{r.name}{f' in bin {r.bin}' if r.bin else ''}: {r.note.split(': ', 1)[-1]}"
+                 for r in results if r.worse_by is None and r.note.startswith("NOT CHECKED")]
     improved = improvement >= margin
     parts = [f"{metric}: candidate {c:.5g} vs serving {s:.5g} (improvement {improvement:+.3g}, "
              f"needed >= {margin:g}) -> {'ok' if improved else 'not enough'}"]
     for r in failed:
         where = f" in bin {r.bin}" if r.bin else ""
+        if r.worse_by is None:
+            parts.append(f"guard {r.name}{where} {r.note}")
+            continue
         parts.append(f"guard {r.name}{where} worse by {r.worse_by:.3g} (allowed {r.allowed:.3g}): "
                      f"candidate {r.candidate:.5g} vs serving {r.serving:.5g}")
     promote = improved and not failed
     checked = sum(1 for r in results if r.worse_by is not None)
     head = "promote" if promote else "keep the serving model"
     reason = f"{head}: " + "; ".join(parts) + (f"; {checked} guard checks passed" if promote else "")
-    return GateDecision(promote, reason, metric, c, s, improvement, margin, results)
+    for u in unchecked:
+        if not any(u.startswith(r.name) for r in failed):
+            reason += f"; guard NOT CHECKED: {u}"
+            _log.warning("promotion gate: guard NOT CHECKED: %s", u)
+    return GateDecision(promote, reason, metric, c, s, improvement, margin, results, unchecked)
 
 
 def evaluate_pair(candidate: Any, serving: Any, ds: Any, species: str, *, max_rows: int | None = 200_000,

@@ -5,7 +5,9 @@ with PyTorch and PyTorch Geometric, whose import alone (about 4 s) costs more th
 scoring a whole file. This is its vectorised graph building, step for step, from raw
 columns and a published normalisation; ``tests/test_predict_throughput.py`` checks the
 arrays equal ``MDADataset.batch`` element for element, and every export checks the
-scores against PyTorch (parity).
+scores against PyTorch (parity). The tracker charge gain maps the model was trained with
+(``mda.calibration`` of ``preprocessing.json``) are applied by the same NumPy function
+as in training (:mod:`autopid.calibration.gains`), to Data by default.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from autopid.calibration.gains import ChargeCalibration
 from autopid.features import Normaliser
 
 
@@ -98,15 +101,28 @@ class Events:
                 "image": self.image[sl], "rigidity": self.rigidity[sl], "tof": self.tof[sl]}
 
 
-def events(cols: Mapping[str, np.ndarray], layout: Any) -> Events:
+def calibration_of(layout: Any) -> ChargeCalibration | None:
+    """The tracker charge calibration an export recorded (``mda.calibration`` of
+    ``preprocessing.json``), if any."""
+    d = (layout.manifest.get("mda") or {}).get("calibration")
+    return ChargeCalibration.from_dict(d) if d else None
+
+
+def events(cols: Mapping[str, np.ndarray], layout: Any, *, domain: str | None = None,
+           calibration: ChargeCalibration | None = None) -> Events:
     """:class:`Events` of raw columns (missing rules applied). ``layout`` is a
     :class:`~autopid.publish.inputs.StoredLayout` (or a
     :class:`~autopid.data.PreprocessedDataset`): the ``mda`` layout, feature shapes and
-    the normaliser."""
+    the normaliser. The charges are calibrated (tracker gain map, TOF charge scales) for ``domain``
+    (default: the calibration's default, Data) of ``calibration`` (default: the one the
+    layout records; none: raw charges), as :class:`autopid.data.MDADataset` does."""
     m = layout.manifest["mda"]
     norm: Normaliser = layout.normaliser
     layers = sorted(set(m["position"]["layers"]) | set(m["charge"]["layers"]))
     pos = _array(cols, norm, layout, m["position"]["branch"], layers, 1)  # [N, T, L, S]
+    cal = calibration if calibration is not None else calibration_of(layout)
+    if cal is not None:  # calibrated charges (tracker gains, TOF charge scales) replace the raw ones
+        cols = {**cols, **cal.calibrate(cols, layout, domain)}
     charge = _array(cols, norm, layout, m["charge"]["branch"], layers, 1)
     charge[:, :, ~np.isin(layers, m["charge"]["layers"]), :] = np.nan
     hit = np.isfinite(pos) & np.isin(layers, m["position"]["layers"])[None, None, :, None]
@@ -119,6 +135,6 @@ def events(cols: Mapping[str, np.ndarray], layout: Any) -> Events:
                   rigidity=_vector(cols, norm, layout, m["rigidity"]), tof=_vector(cols, norm, layout, m["tof"]))
 
 
-def mda_feeds(cols: Mapping[str, np.ndarray], layout: Any) -> dict[str, np.ndarray]:
+def mda_feeds(cols: Mapping[str, np.ndarray], layout: Any, *, domain: str | None = None) -> dict[str, np.ndarray]:
     """ONNX inputs of every event in ``cols`` (see :func:`events`)."""
-    return events(cols, layout).feeds()
+    return events(cols, layout, domain=domain).feeds()

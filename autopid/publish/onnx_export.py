@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -367,6 +368,8 @@ def write_export(model_path: str | Path, ds: Any, directory: str | Path, *, tole
         raise ConfigError(f"{model_path}: trained on cache {str(payload.get('cache_key'))[:16]}, not on "
                           f"{ds.path} ({str(ds.manifest.get('key'))[:16]})")
     spec = inputs.preprocessing_spec(ds, family)
+    if family == "mda" and payload.get("calibration"):  # the model's charge gain maps go with its inputs
+        spec["mda"] = {**spec["mda"], "calibration": json.loads(payload["calibration"])}
     index = {c: i for i, c in enumerate(ds.normaliser.columns)}
     scaling = [[c, float(ds.normaliser.mean[index[c]]), float(ds.normaliser.std[index[c]])] for c in spec["columns"]]
     write_json(directory / COLUMNS_FILE, spec["columns"])

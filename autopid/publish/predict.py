@@ -108,7 +108,7 @@ class Predictor:
     is applied to raw inputs)."""
 
     def __init__(self, directory: str | Path, *, threads: int | None = None, name: str | None = None,
-                 apply_selection: bool = True) -> None:
+                 apply_selection: bool = True, domain: str | None = None) -> None:
         self.directory = Path(directory)
         self.name = name or str(self.directory)
         if not (self.directory / MODEL_FILE).is_file():
@@ -118,6 +118,8 @@ class Predictor:
         self.family: str = self.spec["family"]
         self.selection = Selection.from_spec(self.spec, str(self.directory / PREPROCESSING_FILE))
         self.apply_selection = apply_selection
+        # MDA: whose tracker gain map calibrates the charges (None: the recorded default, Data)
+        self.domain = domain
         self.threshold: float | None = None
         self.thresholds: dict[str, Any] = {}
         tpath = self.directory / THRESHOLDS_FILE
@@ -139,19 +141,22 @@ class Predictor:
         out = [self.session.run(None, {"features": x[i:i + step]})[0] for i in range(0, len(x), step)]
         return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
 
-    def score_mda(self, cols: Mapping[str, np.ndarray], batch_size: int = MDA_ORT_EVENTS) -> np.ndarray:
-        """MDA: raw columns (missing rules applied) normalised once, graphs built with NumPy
-        per ONNX Runtime call of at most ``batch_size`` events."""
+    def score_mda(self, cols: Mapping[str, np.ndarray], batch_size: int = MDA_ORT_EVENTS,
+                  domain: str | None = None) -> np.ndarray:
+        """MDA: raw columns (missing rules applied), charges calibrated with the model's gain
+        map of ``domain`` (default: the predictor's, else Data), normalised once, graphs
+        built with NumPy per ONNX Runtime call of at most ``batch_size`` events."""
         from autopid.publish.mda_inputs import events
 
         if isinstance(cols, pd.DataFrame):
             cols = {str(c): cols[c].to_numpy() for c in cols.columns}
-        ev = events(cols, self.layout)
+        ev = events(cols, self.layout, domain=domain or self.domain)
         step = max(batch_size, 1)
         out = [self.session.run(None, ev.feeds(i, i + step))[0] for i in range(0, len(ev), step)]
         return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
 
-    def score_columns(self, cols: Mapping[str, np.ndarray], batch_size: int = DEFAULT_BATCH) -> np.ndarray:
+    def score_columns(self, cols: Mapping[str, np.ndarray], batch_size: int = DEFAULT_BATCH,
+                      domain: str | None = None) -> np.ndarray:
         """Probabilities of raw columns (sentinels already NaN; the selection not applied);
         ONNX Runtime runs on at most ``batch_size`` rows, and at most FSE_ORT_ROWS /
         MDA_ORT_EVENTS."""
@@ -163,7 +168,7 @@ class Predictor:
                                      min(batch_size, FSE_ORT_ROWS))
         work = {k: np.asarray(v, dtype=np.float64) for k, v in cols.items()}
         inputs.apply_missing_rules(work, self.spec, self.name)
-        return self.score_mda(work, min(batch_size, MDA_ORT_EVENTS))
+        return self.score_mda(work, min(batch_size, MDA_ORT_EVENTS), domain)
 
     # -- what an input is and what applies to it ---------------------------------------------
     def _warn(self, message: str) -> None:
@@ -212,11 +217,12 @@ class Predictor:
     # -- the batch loop ---------------------------------------------------------------------
     def predict(self, data: Any, *, tree: str | None = None, batch_size: int = DEFAULT_BATCH,
                 threshold: float | None = None, apply_selection: bool | None = None,
-                progress: bool | None = None) -> Prediction:
+                progress: bool | None = None, domain: str | None = None) -> Prediction:
         """Score the entries of ``data`` that pass the model's selection, in batches;
         ``selected = score >= threshold`` (the model's by default). ``apply_selection``
         overrides the predictor's default; ``progress`` forces the bar on or off (default:
-        on a terminal, for inputs of at least 200k entries)."""
+        on a terminal, for inputs of at least 200k entries). ``domain`` (MDA): ``"data"``
+        (default) or ``"mc"``, whose tracker charge gain map calibrates the input."""
         if batch_size < 1:
             raise ConfigError(f"batch size must be at least 1, got {batch_size}")
         src = self._source(data, tree)
@@ -257,7 +263,7 @@ class Predictor:
                 cols = inputs.columns_from_branches({k: arrays[k] for k in names}, self.spec, src.where, entry)
                 seen.model(cols)
                 t0 = time.perf_counter()
-                scores.append(self.score_columns(cols, batch_size))
+                scores.append(self.score_columns(cols, batch_size, domain))
                 latency.observe(time.perf_counter() - t0)
                 tracks.inc(len(scores[-1]))
                 entries.append(entry)

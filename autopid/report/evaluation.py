@@ -1,14 +1,20 @@
 """Scores of one trained model and of the baselines on the held-out test split.
 
-The same recipe as ``benchmarks/models_vs_baselines.py``: baselines are fitted on the
-model's own training sample (``core.load_frames`` with its training settings), learned
-cuts are the best-F1 cut on the model's validation sample (MC), fixed selections keep
-their standard cut. Data rows carry the hidden truth of simulated Data in ``y`` and in
-``true_species``: used only by plots labelled "hidden truth (evaluation only)".
+The same recipe as ``benchmarks/models_vs_baselines.py``. The classic selections (ALICE
+n-sigma, the AMS classic selection and the second-track veto) read their inputs through
+the dataset's roles, are calibrated on the MC train split (the AMS charges also on the
+Data train split, truth-free) and choose their working point on validation MC; a role the
+dataset does not map skips that selection with a note naming it. The n-sigma responses are
+recalibrated on Data from its pion peaks, also truth-free. The learned baselines are
+tuned (Optuna TPE, ``baseline_trials`` trials) on the model's own training sample and cut
+at their best F1 on the model's validation sample. Data rows carry the hidden truth of
+simulated Data in ``y`` and in ``true_species``: used only by plots labelled "hidden
+truth (evaluation only)".
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +25,7 @@ from autopid._logging import get_logger
 from autopid.config import load_yaml_config
 from autopid.data import PreprocessedDataset
 from autopid.evaluate import DEFAULT_BINS, held_out_frames, physics_metrics
+from autopid.estimate import report_estimate
 from autopid.metrics import best_f1_threshold
 from autopid.report.inputs import ModelSource
 from autopid.train import artifacts, core
@@ -37,6 +44,7 @@ class Scored:
     data: np.ndarray
     is_model: bool = False
     metrics: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)  # fitted parameters, chosen windows
 
 
 @dataclass
@@ -67,20 +75,32 @@ def _subsample(frame: pd.DataFrame, max_rows: int | None, rng: np.random.Generat
     return frame.iloc[np.sort(rng.choice(len(frame), max_rows, replace=False))].reset_index(drop=True)
 
 
+ROLE_PREFIX = "role:"  # role columns ride along with the test frames under this prefix
+
+
 def held_out_with_species(ds: PreprocessedDataset, species: str, max_rows: int | None, seed: int = 0
                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``held_out_frames`` plus the true species name of every row.
+    """``held_out_frames`` plus the true species name of every row and the mapped roles
+    (columns ``role:<name>``).
 
-    The species is attached before subsampling: ``held_out_frames`` keeps the rows in
-    the order of ``evaluation_truth``, which a subsample would break.
+    Both are attached before subsampling: ``held_out_frames`` keeps the rows in the order
+    of ``evaluation_truth`` and ``role_frame``, which a subsample would break.
     """
     mc, data = held_out_frames(ds, species, max_rows=None)
     mc["true_species"] = ds.label_species(mc["truth_label"].to_numpy())
+    mc = pd.concat([mc, ds.role_frame("test", "mc").add_prefix(ROLE_PREFIX)], axis=1)
     if len(data):
         hidden = ds.evaluation_truth("test", "data")["hidden_label"].to_numpy()
         data["true_species"] = ds.label_species(hidden)
+        data = pd.concat([data, ds.role_frame("test", "data").add_prefix(ROLE_PREFIX)], axis=1)
     rng = np.random.default_rng(seed)
     return _subsample(mc, max_rows, rng), _subsample(data, max_rows, rng)
+
+
+def role_view(frame: pd.DataFrame) -> pd.DataFrame:
+    """The role columns of a test frame, named by role."""
+    cols = [c for c in frame.columns if c.startswith(ROLE_PREFIX)]
+    return frame[cols].rename(columns=lambda c: c[len(ROLE_PREFIX):])
 
 
 def _finite(score: np.ndarray) -> np.ndarray:
@@ -94,33 +114,104 @@ def _finite(score: np.ndarray) -> np.ndarray:
     return s
 
 
-def _baselines(ds: PreprocessedDataset, experiment: str, family: str, species: str, train: pd.DataFrame,
-               learned: bool) -> list[tuple[str, Any, bool]]:
-    """(name, fitted baseline, uses its own fixed cut) for the experiment."""
-    from autopid.baselines import L1ChargeCut, MLPImputation, NSigmaSelection, XGBoostBaseline
-    from autopid.physics.alice import SPECIES as ALICE_SPECIES
+@dataclass
+class Baseline:
+    """A fitted baseline, how it scores a test frame, and its working point."""
 
-    y = train["y"].to_numpy().copy()  # writable: the MLP baseline hands it to torch
-    out: list[tuple[str, Any, bool]] = []
-    if experiment == "alice" and species in ALICE_SPECIES:
-        out.append(("n-sigma (|n|<3)", NSigmaSelection(species).fit(train, y), True))
-    if experiment == "ams":
-        codes = ds.species_codes(species)
-        if len(codes) == 1 and "trk_charge_l1" in train:
-            z = int(abs(codes[0]))
-            out.append((f"L1 charge |Q-{z}|<0.5", L1ChargeCut(z), True))
-    if learned and len(np.unique(y)) == 2:
-        cols = core.mda_input_columns(ds) if family == "mda" else ds.columns
-        # small, fixed sizes: a report compares against a reasonable baseline, it does not tune one
-        out.append(("XGBoost (NaN native)", XGBoostBaseline(cols, n_estimators=100, threads=1).fit(train, y), False))
-        if family == "fse":
-            out.append(("MLP, mean imputation", MLPImputation(ds.normaliser, cols, epochs=5).fit(train, y), False))
+    name: str
+    score: Callable[[pd.DataFrame, str], np.ndarray]  # (test frame, "mc"/"data") -> score
+    threshold: float
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def _classic(ds: PreprocessedDataset, experiment: str, species: str, max_rows: int | None,
+             seed: int) -> tuple[list[Baseline], list[str]]:
+    """The classic selections the dataset's roles allow, and a note for each one skipped."""
+    from autopid.baselines import (
+        ClassicAmsSelection,
+        NSigmaSelection,
+        SecondTrackVeto,
+        missing_roles,
+        role_sample,
+    )
+    from autopid.baselines.nsigma import mass_of
+
+    out: list[Baseline] = []
+    notes: list[str] = []
+    roles = ds.roles
+    codes = ds.species_codes(species)
+    candidates: list[tuple[str, type, dict[str, Any]]] = []
+    if experiment == "alice" or "tpc_signal" in roles:
+        try:
+            candidates.append(("n-sigma", NSigmaSelection, {"species": species, "mass": mass_of(species, codes)}))
+        except ValueError as exc:
+            notes.append(f"n-sigma skipped: {exc}")
+    if experiment == "ams" or "l1_charge" in roles or "second_tracks" in roles:
+        if len(codes) == 1:
+            candidates.append(("classic", ClassicAmsSelection, {"z": abs(int(codes[0]))}))
+        else:
+            notes.append(f"classic AMS selection skipped: species {species!r} has {len(codes)} truth values, "
+                         "not one charge")
+        candidates.append(("veto", SecondTrackVeto, {}))
+    for kind, cls, kwargs in candidates:
+        missing = missing_roles(ds, cls.required_roles)
+        label = {"n-sigma": "n-sigma", "classic": "classic AMS selection", "veto": "second-track veto"}[kind]
+        if missing:
+            notes.append(f"{label} skipped: dataset {ds.manifest.get('dataset')!r} maps no role "
+                         f"{missing[0]!r} (add it under 'roles' in the dataset YAML)")
+            continue
+        train, y = role_sample(ds, "train", "mc", species=species, max_rows=max_rows, seed=seed)
+        val, y_val = role_sample(ds, "validation", "mc", species=species, max_rows=max_rows, seed=seed)
+        if y is None or len(np.unique(y)) < 2 or y_val is None or not y_val.any():
+            notes.append(f"{label} skipped: the MC train or validation split lacks signal or background")
+            continue
+        # Data train rows, truth-free, for the selections that recalibrate Data
+        data = role_sample(ds, "train", "data", max_rows=max_rows, seed=seed)[0] if kind != "veto" else None
+        try:
+            sel = cls(**kwargs).fit(train, y, validation=(val, y_val), data=data)
+        except ValueError as exc:
+            notes.append(f"{label} skipped: {exc}")
+            continue
+        has_data = "data" in getattr(sel, "calibration", {"data": None})
+        if not has_data:
+            notes.append(f"{label}: no Data train rows to recalibrate Data on; Data is scored with the MC "
+                         "calibration")
+
+        def score(f: pd.DataFrame, d: str, m: Any = sel, own: bool = has_data) -> np.ndarray:
+            return m.predict(role_view(f), domain=d if own else "mc")
+
+        if kind == "n-sigma":
+            out.append(Baseline(f"n-sigma (fitted, n<{sel.n_sigma:.1f})", score, sel.threshold, sel.params))
+        else:
+            name = "classic (calibrated L1, UTOF, veto)" if kind == "classic" else "second-track veto"
+            out.append(Baseline(name, score, sel.threshold, dict(sel.windows)))
+    return out, notes
+
+
+def _learned(ds: PreprocessedDataset, family: str, frames: Any, trials: int, seed: int) -> list[Baseline]:
+    """XGBoost (and, for FSE, the imputation MLP), each tuned like the network is."""
+    from autopid.baselines import tune_baseline
+
+    train, val = frames.train, frames.validation
+    y, y_val = train["y"].to_numpy().copy(), val["y"].to_numpy().copy()  # writable: torch takes them
+    if len(np.unique(y)) < 2 or len(np.unique(y_val)) < 2:
+        return []
+    cols = core.mda_input_columns(ds) if family == "mda" else ds.columns
+    kinds = [("XGBoost (NaN native, tuned)", "xgboost")]
+    if family == "fse":
+        kinds.append(("MLP, mean imputation (tuned)", "mlp"))
+    out = []
+    for name, kind in kinds:
+        model, info = tune_baseline(kind, train, y, val, y_val, trials, seed, columns=cols,  # type: ignore[arg-type]
+                                    normaliser=ds.normaliser, epochs=5)
+        out.append(Baseline(name, lambda f, d, m=model: m.predict(f), float(model.threshold), info))
     return out
 
 
 def evaluate_source(source: ModelSource, *, max_rows: int | None = 50_000, learned_baselines: bool = True,
-                    seed: int = 0) -> Evaluation:
-    """Load ``source``'s model and dataset; score the model and the baselines."""
+                    seed: int = 0, baseline_trials: int = 8) -> Evaluation:
+    """Load ``source``'s model and dataset; score the model and the baselines
+    (``baseline_trials``: Optuna trials for each learned baseline)."""
     cfg = load_yaml_config(source.config_path, TrainConfig)
     ds = PreprocessedDataset(source.cache)
     model, payload = artifacts.load_model(source.model_path, ds)
@@ -136,26 +227,32 @@ def evaluate_source(source: ModelSource, *, max_rows: int | None = 50_000, learn
                                  "max_eval_rows": min(t.max_eval_rows or max_rows, max_rows)})
     frames = core.load_frames(ds, species, t, with_data=False)
 
-    pred_mc = core.predict_frame(model, family, mc, ds)
-    pred_data = core.predict_frame(model, family, data, ds) if len(data) else {"score": np.zeros(0)}
-    val_score = core.predict_frame(model, family, frames.validation, ds)["score"]
+    pred_mc = core.predict_frame(model, family, mc, ds, domain="mc")
+    pred_data = core.predict_frame(model, family, data, ds, domain="data") if len(data) else {"score": np.zeros(0)}
+    val_score = core.predict_frame(model, family, frames.validation, ds, domain="mc")["score"]
     y_val = frames.validation["y"].to_numpy()
     label = "FSE+attention" if family == "fse" else "MDA"
     selections = [Scored(label, best_f1_threshold(y_val, val_score), pred_mc["score"], pred_data["score"],
                          is_model=True)]
-    for name, base, fixed in _baselines(ds, experiment, family, species, frames.train, learned_baselines):
-        cut = float(base.threshold) if fixed else best_f1_threshold(y_val, _finite(base.predict(frames.validation)))
-        s_data = _finite(base.predict(data)) if len(data) else np.zeros(0)
-        selections.append(Scored(name, cut, _finite(base.predict(mc)), s_data))
+    baselines, notes = _classic(ds, experiment, species, max_rows, seed)
+    if learned_baselines:
+        baselines += _learned(ds, family, frames, baseline_trials, seed)
+    for b in baselines:
+        s_data = _finite(b.score(data, "data")) if len(data) else np.zeros(0)
+        selections.append(Scored(b.name, b.threshold, _finite(b.score(mc, "mc")), s_data, details=b.details))
     for s in selections:
         s.metrics["mc"] = physics_metrics(mc["y"].to_numpy(), s.mc, s.threshold,
                                           mc[kinematic].to_numpy() if kinematic else None, bins)
         if len(data):
             s.metrics["data"] = physics_metrics(data["y"].to_numpy(), s.data, s.threshold,
                                                 data[kinematic].to_numpy() if kinematic else None, bins)
+            # truth-free Data efficiency (template fit) next to the hidden truth; a classic AMS
+            # selection cuts on the L1 charge, the template variable: not estimable
+            s.metrics["data_estimate"] = report_estimate(ds, species, mc, data, s.mc, s.data, s.threshold,
+                                                         reads_template=s.name.startswith("classic"))
 
     ev = Evaluation(source, cfg, experiment, family, species, kinematic, bins, mc, data, selections,
-                    species_names=list(ds.species))
+                    species_names=list(ds.species), notes=notes)
     if family == "mda" and "attention" in pred_mc:
         ev.branch_names = list(getattr(model, "branch_names", []))
         ev.attention["mc"] = pred_mc["attention"]

@@ -69,17 +69,29 @@ def _notes(notes: Sequence[str]) -> str:
     return "".join(f'<p class="note">{_e(n)}</p>' for n in notes)
 
 
+def _pm(value: Any, error: Any, reason: Any) -> str:
+    """``value ± error``, or why there is none (a truth-free estimate)."""
+    if value is None:
+        return f"not estimable: {reason}" if reason else "–"
+    return f"{value:.3f} ± {error:.3f}" if error is not None else f"{value:.3f}"
+
+
 def _model_section(m: ModelReport, out_dir: Path) -> str:
     ev = m.evaluation
     rows = []
     for s in ev.selections:
         mc, data = s.metrics["mc"], s.metrics.get("data", {})
         gap = mc["efficiency"] - data["efficiency"] if data else float("nan")
+        est = s.metrics.get("data_estimate") or {}
+        truth_region = (est.get("hidden_truth") or {}).get("efficiency_in_estimate_region")
         rows.append([s.name + (" (model)" if s.is_model else ""), s.threshold, mc["auc"], mc["efficiency"],
                      mc["purity"], mc["f1"], mc["rejection_90"], data.get("auc", float("nan")),
-                     data.get("efficiency", float("nan")), data.get("purity", float("nan")), gap])
+                     data.get("efficiency", float("nan")), data.get("purity", float("nan")), gap,
+                     _pm(est.get("efficiency_data"), est.get("efficiency_data_error"), est.get("reason")),
+                     truth_region, _pm(est.get("gap"), est.get("gap_error"), est.get("reason"))])
     header = ["selection", "cut", "AUC MC", "eff MC", "purity MC", "F1 MC", "rejection@90% MC",
-              "AUC Data*", "eff Data*", "purity Data*", "eff gap MC−Data*"]
+              "AUC Data*", "eff Data*", "purity Data*", "eff gap MC−Data*", "eff Data, estimated (fit region)",
+              "eff Data* (fit region)", "eff gap MC−Data, estimated"]
     cfg = ev.cfg
     return (
         f"<h2>{_e(ev.source.title)}</h2>"
@@ -87,10 +99,14 @@ def _model_section(m: ModelReport, out_dir: Path) -> str:
         f"dataset <code>{_e(cfg.dataset)}</code> · model <code>{_e(ev.source.model_path)}</code></p>"
         f"<p>Test split: {len(ev.mc)} MC and {len(ev.data)} Data rows. Learned selections (the model and the "
         "learned baselines) cut at their best F1 on the model's validation MC (the natural MC composition, the "
-        "same rows for every trial of a search); the standard selections (n-sigma, "
-        "L1 charge) keep their standard cut. Baselines are fitted on the model's own training sample.</p>"
+        "same rows for every trial of a search); learned baselines are tuned on the model's own training sample. "
+        "The classic selections (n-sigma, AMS classic, second-track veto) read the dataset's roles, are calibrated "
+        "on MC (the AMS charges also on Data, without truth) and take their working point on validation MC.</p>"
         + _table(header, rows)
         + f'<p class="hidden">* {_e(HIDDEN)}: the labels of simulated Data, never used for training or cuts.</p>'
+        + "<p>Estimated: the Data signal efficiency from a template fit without truth (AMS: the L1 charge; ALICE: "
+        "the TPC dE/dx where the species separate), over the rows of the fit region; what the promotion gate "
+        "reads. The hidden-truth column beside it checks the estimate on the same rows.</p>"
         + _notes(ev.notes) + _figures(m.figures, out_dir)
     )
 

@@ -86,10 +86,19 @@ class GuardSpec(StrictModel):
     tolerance: float = Field(default=0.0, ge=0)
     relative_tolerance: float = Field(default=0.0, ge=0)
     absolute_value: bool = False
+    error_path: str | None = Field(default=None, description="dotted path to the value's uncertainty, e.g. gap.gap_error")
+    error_sigmas: float = Field(default=1.0, ge=0)
+    explain_path: str | None = Field(default=None, description="dotted path to why the value is missing, e.g. gap.reason")
+    required: bool = Field(default=False, description="a missing value blocks the promotion (else: reported NOT CHECKED)")
+
+    @model_validator(mode="after")
+    def _truth_free(self) -> GuardSpec:
+        self.guard()  # refuses a path into data_hidden_truth now, not after the search
+        return self
 
     def guard(self) -> Guard:
         return Guard(self.name, self.path, self.higher_is_better, self.tolerance, self.relative_tolerance,
-                     self.absolute_value)
+                     self.absolute_value, self.error_path, self.error_sigmas, self.explain_path, self.required)
 
 
 class Promotion(StrictModel):
@@ -99,6 +108,13 @@ class Promotion(StrictModel):
     guards: list[GuardSpec] | Literal["default"] = Field(
         default="default", description='"default" (efficiency gap, binned background efficiency) or a list')
     max_eval_rows: int = Field(default=200_000, ge=100, description="held-out rows per domain for both models")
+
+    @model_validator(mode="after")
+    def _truth_free_metric(self) -> Promotion:
+        from autopid.publish.gate import check_truth_free_path
+
+        check_truth_free_path(self.metric, "promotion metric")
+        return self
 
     def gate_guards(self) -> tuple[Guard, ...]:
         return DEFAULT_GUARDS if self.guards == "default" else tuple(g.guard() for g in self.guards)

@@ -131,9 +131,11 @@ def _pause(step: str, beat: Heartbeat) -> None:
 def _summary_metrics(m: dict[str, Any] | None) -> dict[str, Any] | None:
     if m is None:
         return None
-    return {"mc_auc": (m.get("mc") or {}).get("auc"), "data_auc": (m.get("data") or {}).get("auc"),
-            "gap": (m.get("gap") or {}).get("gap"), "mc_rows": (m.get("mc") or {}).get("n"),
-            "data_rows": (m.get("data") or {}).get("n")}
+    gap = m.get("gap") or {}  # truth-free: the Data efficiency is a template-fit estimate
+    return {"mc_auc": (m.get("mc") or {}).get("auc"), "data_efficiency_estimate": gap.get("efficiency_data"),
+            "data_efficiency_error": gap.get("efficiency_data_error"), "gap": gap.get("gap"),
+            "gap_error": gap.get("gap_error"), "gap_not_estimable": None if gap.get("estimable", True) else gap.get("reason"),
+            "mc_rows": (m.get("mc") or {}).get("n"), "data_rows": (m.get("data") or {}).get("n")}
 
 
 def _search_points(study_dir: Path, summary: dict[str, Any], keys: list[str], top_k: int) -> list[dict[str, Any]]:

@@ -143,7 +143,7 @@ def _example(dist: Distribution) -> Any:
 
 _MODEL_PARAMS = {
     "fse": ("embed_channels", "num_heads", "ff_channels", "num_layers", "pool_channels",
-            "classifier_channels", "dropout", "act"),
+            "classifier_channels", "dropout", "act", "pooling", "value_input", "norm_first"),
     "mda": ("branches", "token_channels", "gnn_hidden", "gnn_layers", "cnn_channels", "cnn_layers",
             "mlp_hidden", "mlp_layers", "fusion_heads", "classifier_channels", "dropout", "act"),
 }

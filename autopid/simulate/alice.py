@@ -10,7 +10,12 @@ Branches (``n`` entries each):
 * features, float32, NaN where a detector is missing: fTPCSignal, fTRDSignal, fTRDPattern,
   fTOFSignal, fBeta, fP, fPt, fPx, fPy, fPz, fSign, fX, fY, fZ, fAlpha, fTrackType,
   fTPCNClsShared, fDcaXY, fDcaZ
-* auxiliary: fEta, fPhi (float32), fTPCNClsCrossedRows (int16), event (int64)
+* auxiliary: fEta, fPhi (float32), fTPCNClsCrossedRows (int16), fTPCNClsFound (int16:
+  the clusters found on the crossed rows, those the dE/dx is computed from, so its
+  resolution is sigma0 sqrt(159/fTPCNClsFound)), fLength (float32, cm: straight-line track
+  length from the vertex to the TOF cylinder, defined for every track), event (int64)
+* fTOFSignal is the measured time of flight in ps from the collision (event time t0 with
+  its resolution included); fBeta = fLength / (c fTOFSignal).
 * truth: fPdgCode (int32, PDG sign convention), fIsPhysicalPrimary (int8) in MC; the same
   content named hidden_fPdgCode, hidden_fIsPhysicalPrimary in Data (evaluation only).
 
@@ -208,6 +213,11 @@ class TpcClustersConfig(StrictModel):
     rows_beta_b: float = Field(1.5, gt=0, description="Beta(a, b) shape, b (default)")
     shared_clusters_mean: float = Field(
         0.3, ge=0, description="mean number of shared TPC clusters, Poisson (default)"
+    )
+    found_fraction: float = Field(
+        0.95, gt=0, le=1,
+        description="probability that a crossed row has a cluster used for the dE/dx, binomial; "
+                    "fTPCNClsFound (default)",
     )
 
     @model_validator(mode="after")
@@ -553,9 +563,7 @@ def generate_alice(
     rows = _draw_crossed_rows(cfg.tpc, n, rng)
     bb = cfg.bethe_bloch.params()
     bg = p_true / mass
-    sigma_rel = tpc_resolution(rows, cal.tpc.sigma0, cfg.tpc.ncl_ref)
-    smear = 1.0 + sigma_rel * rng.standard_normal(n)
-    tpc_signal = cal.tpc.mip * bethe_bloch_aleph(bg, *bb) * smear
+    tpc_z = rng.standard_normal(n)  # the smear; its scale needs the found clusters, drawn last
     shared = np.minimum(rng.poisson(cfg.tpc.shared_clusters_mean, n), rows)
 
     # TOF: missing not at random (momentum cut and pT-dependent matching)
@@ -582,6 +590,12 @@ def generate_alice(
     alpha = sector_alpha(phi)
     x, y, z = _local_position(phi, eta, alpha, vertex, dcaxy, dcaz, radius)
 
+    # drawn after everything else, so that adding the found clusters left every other
+    # branch of a seed as it was
+    found = np.maximum(rng.binomial(rows, cfg.tpc.found_fraction), 1)
+    tpc_signal = cal.tpc.mip * bethe_bloch_aleph(bg, *bb) * (
+        1.0 + tpc_resolution(found, cal.tpc.sigma0, cfg.tpc.ncl_ref) * tpc_z)
+
     features = {
         "fTPCSignal": tpc_signal, "fTRDSignal": trd_signal, "fTRDPattern": trd_pattern,
         "fTOFSignal": tof_signal, "fBeta": beta, "fP": p, "fPt": pt,
@@ -593,6 +607,8 @@ def generate_alice(
     out["fEta"] = eta.astype(np.float32)
     out["fPhi"] = phi.astype(np.float32)
     out["fTPCNClsCrossedRows"] = rows
+    out["fTPCNClsFound"] = found.astype(np.int16)
+    out["fLength"] = (100.0 * length).astype(np.float32)
     out["event"] = event
     prefix = "" if domain == "mc" else HIDDEN_PREFIX
     out[prefix + "fPdgCode"] = signed_pdg(_PDG[species], charge)

@@ -6,15 +6,26 @@ domain") and Data ("target domain") share the generator and differ in the ``mc``
 ``data`` sections; Data also drifts from period to period (``drift``).
 
 The physics that matters for the phosphorus selection: a nucleus may interact above L1
-(L1 already sees the fragment: irreducible), in the TRD and upper TOF between L1 and L2
-(L1 sees the parent, L2-L8 the fragment, with extra clusters and a second track from the
-other fragment in L2-L4 and a kink that spoils the inner+L1 rigidity), or deeper in the
-inner tracker. The fragment charge is Z - 1 (25%), Z - 2 (15%) or lower (60%).
+(every detector from L1 down sees the fragment; its light, collimated companions are not
+seen apart from it: irreducible by construction, ``fragments.visibility_above_l1`` = 0),
+in the TRD and upper TOF between L1 and L2 (L1 sees the parent, L2-L8 the fragment, and a
+kink spoils the inner+L1 rigidity), or deeper in the inner tracker. The fragment charge is
+Z - 1 (25%), Z - 2 (15%) or lower (60%); the fragment takes its own mass (the most abundant
+stable isotope, ``interactions.fragment_mass_numbers``) and the parent's velocity, so its
+rigidity is R (A_F/A)(Z/Z_F). The other fragments (lumped, charge Z - Z_F) leave hits only
+where they are resolved from the main track (``fragments.merge_distance_cm``); they are
+reconstructed as a second track with an efficiency rising with their charge (light p and
+alpha rarely), and leave debris clusters in the next layers and on-time TOF clusters in
+proportion to their charge. The layer charges share a per-track component with a rare
+exponential high excursion (``tracker.event_*``): a Landau-like tail that survives the
+truncated mean, through which Si leaks into the P window (~2.2% of the MC P-selection
+background).
 
 Branches (``n`` entries each; float32 unless said; ``MISSING`` = -9999.0 where absent):
 
 * ``trk_charge`` (n, 2, 9, 2): charge per [track (0 main, 1 second), layer L1..L9,
-  side (0 = X/n-side, 1 = Y/p-side, bending)], calibrated so that MC gives ~Z.
+  side (0 = X/n-side, 1 = Y/p-side, bending)], calibrated so that MC gives ~Z. The second
+  track is filled only when reconstructed (a fragment, or a low-charge noise track).
 * ``trk_pos`` (n, 2, 9, 2): hit position (cm), x on side 0, y (bending) on side 1.
 * ``trk_nclusters`` (n, 9, 2) int32: clusters per layer and side.
 * ``rig_inner``, ``rig_inner_l1``: signed rigidity (GV) of the inner and inner+L1 fits.
@@ -22,6 +33,10 @@ Branches (``n`` entries each; float32 unless said; ``MISSING`` = -9999.0 where a
   ``tof_charge_p2``; ``tof_ontime_p1``, ``tof_ontime_p2``, ``tof_nused`` (int32).
 * ``trk_charge_l1`` (mean of the L1 sides), ``trk_charge_inner`` (truncated mean of
   L2-L8, both sides): the standard-selection charges.
+* ``trk_l1_ladder`` (int32): ladder of the main-track L1 hit (the ladder indexing of the
+  charge gains, from x), -1 without an L1 hit; ``trk_nsecond`` (int32, 0 or 1):
+  reconstructed second tracks; ``trk_extra_clusters`` (int32): clusters in L2-L4 not on
+  the main track, both sides summed.
 * truth: ``mc_Z`` (int32), ``mc_Z_l1``, ``mc_Z_inner`` (int32), ``mc_frag`` (int8: 0 none,
   1 above L1, 2 between L1 and L2, 3 deeper) in MC; the same content named ``hidden_Z``,
   ``hidden_Z_l1``, ``hidden_Z_inner``, ``hidden_frag`` in Data (evaluation only).
@@ -49,10 +64,13 @@ from autopid.physics.ams import (
     N_LAYERS,
     NUCLEI,
     SPEED_OF_LIGHT_CM_PER_PS,
+    STABLE_MASS_NUMBER,
     TOF_SIGMA_CONST_PS,
     TOF_SIGMA_Z_PS,
-    beta_from_rigidity,
     bending_power,
+    beta_from_rigidity,
+    fragment_mass_number,
+    fragment_rigidity,
     goldhaber_pt_sigma,
     interaction_length,
     interaction_probability,
@@ -281,6 +299,23 @@ class TrackerConfig(StrictModel):
     tail_scale_sigma: float = Field(
         3.0, gt=0, description="mean of the exponential high tail, in units of sigma (default)"
     )
+    event_sigma_fraction: float = Field(
+        0.1, ge=0, lt=1,
+        description="share of the layer-charge variance common to all layers and sides of a "
+                    "track (path length, velocity correction, temperature), so the truncated "
+                    "mean averages less of it away (default)",
+    )
+    event_tail_prob: float = Field(
+        0.013, ge=0, le=1,
+        description="probability of a high excursion common to all layer charges of a track "
+                    "(Landau-like tail that survives the truncated mean; tuned so Si is ~2.2% "
+                    "of the MC phosphorus-selection background, default)",
+    )
+    event_tail_scale_sigma: float = Field(
+        1.6, gt=0,
+        description="mean of that exponential excursion, in units of the layer sigma(Z) "
+                    "(default)",
+    )
     y_nonlinearity_onset_z: float = Field(
         12.0, ge=0, description="Z above which the Y-side non-linearity starts (default)"
     )
@@ -319,6 +354,12 @@ class InteractionConfig(StrictModel):
         0.60, ge=0, le=1, description="fragment charge Z - dZ, dZ uniform in 3..min(dz_max, Z-2)"
     )
     dz_max: int = Field(8, ge=3, description="largest charge change of a fragment")
+    fragment_mass_numbers: tuple[int, ...] = Field(
+        STABLE_MASS_NUMBER,
+        description="mass number of a fragment of charge Z (entry Z - 1): the most abundant "
+                    "stable isotope, capped at the parent's A less one nucleon per removed "
+                    "charge; the fragment keeps the parent's velocity, so R_F = R (A_F/A)(Z/Z_F)",
+    )
     goldhaber_sigma0_gev: float = Field(
         GOLDHABER_SIGMA0_GEV, ge=0,
         description="Goldhaber sigma0 of the fragment transverse momentum (GeV/c, default)",
@@ -330,16 +371,80 @@ class InteractionConfig(StrictModel):
             raise ValueError("dz1_prob + dz2_prob + dz_large_prob must be 1")
         if self.deep_first_layer > self.deep_last_layer:
             raise ValueError("deep_first_layer must not exceed deep_last_layer")
+        z_max = max(z for z, _ in NUCLEI.values())
+        table = self.fragment_mass_numbers
+        if len(table) < z_max or any(a < z for z, a in enumerate(table, start=1)):
+            raise ValueError(f"fragment_mass_numbers needs at least {z_max} entries (Z = 1..) "
+                             "with A >= Z")
         return self
 
 
-class ClustersConfig(StrictModel):
-    fragment_extra_min: float = Field(
-        1.5, ge=0, description="least mean extra clusters per side in the first layer after an "
-                               "interaction (uniform per event)"
+class FragmentsConfig(StrictModel):
+    """What the tracker and the TOF see of an interaction's other fragments (all but the
+    tracked one, lumped into one track of charge Z - Z_F).
+
+    A second track is reconstructed with probability visibility(location) x
+    eff(Z_other) when at least ``min_y_hits`` of its bending-side hits are resolved from the
+    main track (farther than ``merge_distance_cm``): collimated fragments of a fast nucleus
+    merge with it. Resolved hits of an unreconstructed fragment still count as clusters."""
+
+    visibility_above_l1: float = Field(
+        0.0, ge=0, le=1,
+        description="share of interactions above L1 whose other fragments reach the tracker "
+                    "and the TOF apart from the main track (hits, debris, second track, "
+                    "on-time clusters); 0: the light, collimated fragments are lost or merged, "
+                    "the interaction is irreducible by construction (default)",
     )
-    fragment_extra_max: float = Field(
-        3.0, ge=0, description="largest mean extra clusters per side there"
+    visibility_l1_l2: float = Field(
+        1.0, ge=0, le=1, description="the same for interactions between L1 and L2 (default)"
+    )
+    visibility_deep: float = Field(
+        1.0, ge=0, le=1, description="the same for interactions in the inner tracker (default)"
+    )
+    merge_distance_cm: float = Field(
+        0.15, ge=0,
+        description="a fragment hit closer than this to the main track's on a side merges "
+                    "into the main cluster (heavy-ion cluster and delta-ray halo, default)",
+    )
+    track_eff_max: float = Field(
+        0.9, ge=0, le=1,
+        description="track-finding efficiency of a resolved, high-charge second track (default)",
+    )
+    track_eff_z_half: float = Field(
+        3.0, gt=0,
+        description="other-fragment charge at which the finding efficiency is half of "
+                    "track_eff_max; logistic in the charge (default)",
+    )
+    track_eff_z_width: float = Field(
+        0.8, gt=0, description="width of that logistic in charge units (default)"
+    )
+    min_y_hits: int = Field(
+        3, ge=2, le=N_LAYERS, description="resolved Y hits a second track needs (default)"
+    )
+
+    def visibility(self, frag: np.ndarray) -> np.ndarray:
+        """Per-event visibility of the other fragments from the interaction category."""
+        table = np.array([0.0, self.visibility_above_l1, self.visibility_l1_l2,
+                          self.visibility_deep])
+        return table[frag]
+
+    def track_efficiency(self, z_other: np.ndarray) -> np.ndarray:
+        """Finding efficiency of a resolved second track of charge ``z_other`` (0: none)."""
+        z = np.asarray(z_other, dtype=np.float64)
+        eff = self.track_eff_max / (1.0 + np.exp(-(z - self.track_eff_z_half)
+                                                 / self.track_eff_z_width))
+        return np.where(z > 0, eff, 0.0)
+
+
+class ClustersConfig(StrictModel):
+    debris_per_charge_min: float = Field(
+        0.2, ge=0,
+        description="least mean debris clusters per side in the first layer after a visible "
+                    "interaction, per unit of other-fragment charge Z - Z_F (uniform per "
+                    "event); dZ = 8 gives the table's 1.5-3 (default)",
+    )
+    debris_per_charge_max: float = Field(
+        0.375, ge=0, description="largest mean debris clusters per side there, per unit charge"
     )
     fragment_fade: float = Field(
         0.5, ge=0, le=1, description="factor on the extra clusters per layer deeper (default)"
@@ -356,8 +461,8 @@ class ClustersConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> ClustersConfig:
-        if self.fragment_extra_min > self.fragment_extra_max:
-            raise ValueError("fragment_extra_min must not exceed fragment_extra_max")
+        if self.debris_per_charge_min > self.debris_per_charge_max:
+            raise ValueError("debris_per_charge_min must not exceed debris_per_charge_max")
         return self
 
 
@@ -379,9 +484,10 @@ class TofConfig(StrictModel):
     ontime_noise_mean: float = Field(
         0.05, ge=0, description="mean extra on-time clusters per plane, Poisson (default)"
     )
-    ontime_fragment_mean: float = Field(
-        1.0, ge=0,
-        description="mean extra on-time clusters on a plane below an interaction (default)",
+    ontime_per_fragment_charge: float = Field(
+        0.25, ge=0,
+        description="mean extra on-time clusters on a plane below a visible interaction, per "
+                    "unit of other-fragment charge (default)",
     )
 
 
@@ -427,6 +533,10 @@ class AmsSimConfig(StrictModel):
     )
     interactions: InteractionConfig = Field(
         default_factory=InteractionConfig, description="nuclear interactions and fragments"
+    )
+    fragments: FragmentsConfig = Field(
+        default_factory=FragmentsConfig,
+        description="visibility and reconstruction of the other fragments",
     )
     clusters: ClustersConfig = Field(
         default_factory=ClustersConfig, description="extra clusters and noise tracks"
@@ -523,11 +633,13 @@ class Interactions:
     frag: np.ndarray  # int8 category, FRAG_*
     z_int: np.ndarray  # z of the interaction (cm); -inf without one
     z_frag: np.ndarray  # charge after the interaction (Z without one)
-    a_frag: np.ndarray
-    z_other: np.ndarray  # charge of the other fragment (0 without one)
+    a_frag: np.ndarray  # its own mass number (A without one)
+    rigidity_frag: np.ndarray  # GV, true, of the tracked fragment (the primary's without one)
+    z_other: np.ndarray  # charge of the other fragments, lumped (0 without one)
     theta: np.ndarray  # (n, 2) kink of the main track in x and y (rad)
     theta_other: np.ndarray  # (n, 2) direction change of the other fragment (rad)
     rigidity_other: np.ndarray  # GV (inf without one)
+    visible: np.ndarray  # bool: the other fragments reach the detectors apart from the main
 
 
 def _draw_primaries(
@@ -618,9 +730,12 @@ def _draw_interactions(
 
     has = frag != FRAG_NONE
     z_frag = np.where(has, _fragment_charge(inter, prim.z, rng), prim.z)
-    # fragments keep the parent's A/Z and velocity, so about its rigidity
-    a_frag = np.where(has, np.maximum(np.rint(prim.a * z_frag / prim.z), 1), prim.a).astype(
-        np.int64)
+    # a fragment has its own mass (a stable isotope) and the parent's velocity: its
+    # rigidity follows from its own A/Z
+    a_frag = np.where(has, fragment_mass_number(z_frag, prim.z, prim.a,
+                                                inter.fragment_mass_numbers), prim.a)
+    r_frag = np.where(has, fragment_rigidity(prim.rigidity, prim.z, prim.a, z_frag, a_frag),
+                      prim.rigidity)
     a_other = prim.a - a_frag
     z_other = prim.z - z_frag
     p = momentum_gev(prim.rigidity, prim.z)
@@ -632,7 +747,9 @@ def _draw_interactions(
     # the other fragment balances the transverse momentum
     theta_other = np.where(has[:, None], -pt / p_other[:, None], 0.0)
     rig_other = np.where(z_other > 0, p_other / np.maximum(z_other, 1), np.inf)
-    return Interactions(frag, z_int, z_frag, a_frag, z_other, theta, theta_other, rig_other)
+    visible = has & (rng.random(n) < cfg.fragments.visibility(frag))
+    return Interactions(frag, z_int, z_frag, a_frag, r_frag, z_other, theta, theta_other,
+                        rig_other, visible)
 
 
 def _bend_profile(geo: GeometryConfig, z: np.ndarray) -> np.ndarray:
@@ -673,9 +790,14 @@ def _ladder_index(geo: GeometryConfig, x: np.ndarray) -> np.ndarray:
 def _measure_charge(
     cfg: AmsSimConfig, cal: Calibration, track: Track, rng: np.random.Generator
 ) -> np.ndarray:
-    """Charge per layer and side: gain x response + sigma(Z) (Gaussian + high tail)."""
+    """Charge per layer and side: gain x response + sigma(Z) x (independent Gaussian and
+    delta-ray tail per layer and side + a component common to the whole track).
+
+    The common component (a share of the variance plus a rare exponential high excursion)
+    correlates the layers, so the truncated mean keeps a Landau-like high tail."""
     trk, dom = cfg.tracker, cal.domain
     z_true = track.charge
+    n = z_true.shape[0]
     shape = z_true.shape + (N_SIDES,)
     sigma = layer_charge_sigma(z_true, trk.charge_sigma_const, trk.charge_sigma_slope)
     sigma = sigma * dom.charge.sigma_scale
@@ -686,9 +808,12 @@ def _measure_charge(
         z_true - trk.y_nonlinearity_onset_z, 0.0, None) ** 2
     ladder = _ladder_index(cfg.geometry, track.x)
     gain = cal.gain[np.arange(N_LAYERS)[None, :], ladder]  # (n, layers, sides)
-    noise = rng.standard_normal(shape)
+    rho = trk.event_sigma_fraction
+    noise = np.sqrt(1.0 - rho) * rng.standard_normal(shape)
     tail = (rng.random(shape) < trk.tail_fraction) * rng.exponential(trk.tail_scale_sigma, shape)
-    return response * gain + sigma[..., None] * (noise + tail)
+    common = np.sqrt(rho) * rng.standard_normal(n) + (
+        rng.random(n) < trk.event_tail_prob) * rng.exponential(trk.event_tail_scale_sigma, n)
+    return response * gain + sigma[..., None] * (noise + tail + common[:, None, None])
 
 
 def _measure_position(
@@ -700,34 +825,56 @@ def _measure_position(
     return pos + sigma * rng.standard_normal(pos.shape)
 
 
+def _bend_after(
+    geo: GeometryConfig, z_int: np.ndarray, lever: np.ndarray
+) -> np.ndarray:
+    """(n, layers) bending profile from the interaction point on (cm^2): a particle leaving
+    it on the parent's line with curvature c' instead of c is displaced by (c' - c) x this."""
+    z = np.asarray(geo.layer_z_cm)
+    zi = np.where(np.isfinite(z_int), z_int, geo.magnet_z_top_cm)[:, None]
+    bend = _bend_profile(geo, z)[None, :]
+    return np.where(lever > 0, bend - _bend_profile(geo, zi) - _bend_slope(geo, zi) * lever, 0.0)
+
+
 def _main_track(
     cfg: AmsSimConfig, dom: DomainConfig, prim: Primaries, inter: Interactions,
     line: tuple[np.ndarray, ...], rng: np.random.Generator,
-) -> tuple[Track, np.ndarray]:
-    """The tracked nucleus (kinked after the interaction); also returns the lever arm
-    (n, layers) of each layer below the interaction point (0 above it)."""
+) -> tuple[Track, np.ndarray, np.ndarray]:
+    """The tracked nucleus (kinked after the interaction, then bending with the fragment's
+    own rigidity); also returns the lever arm (n, layers) of each layer below the
+    interaction point (0 above it) and the bending profile after it."""
     geo = cfg.geometry
     z = np.asarray(geo.layer_z_cm)
     x1, y1, tx, ty = line
     dz = z - z[0]
     after = z[None, :] < inter.z_int[:, None]
     lever = np.where(after, inter.z_int[:, None] - z[None, :], 0.0)
-    curv = _curvature_per_cm(geo, prim.rigidity)
+    bend_after = _bend_after(geo, inter.z_int, lever)
+    curv = _curvature_per_cm(geo, prim.rigidity)[:, None]
+    curv_frag = _curvature_per_cm(geo, inter.rigidity_frag)[:, None]
     bend = _bend_profile(geo, z)
     x = x1[:, None] + tx[:, None] * dz + inter.theta[:, :1] * lever
-    y = y1[:, None] + ty[:, None] * dz + curv[:, None] * bend + inter.theta[:, 1:] * lever
+    y = (y1[:, None] + ty[:, None] * dz + curv * bend + (curv_frag - curv) * bend_after
+         + inter.theta[:, 1:] * lever)
     hit = rng.random((prim.z.size, N_LAYERS, N_SIDES)) < dom.hit_efficiency
     charge = np.where(after, inter.z_frag[:, None], prim.z[:, None])
-    return Track(x, y, hit, charge), lever
+    return Track(x, y, hit, charge), lever, bend_after
 
 
 def _second_track(
     cfg: AmsSimConfig, dom: DomainConfig, prim: Primaries, inter: Interactions,
-    line: tuple[np.ndarray, ...], lever: np.ndarray, rng: np.random.Generator,
-) -> Track:
-    """The other fragment, diverging from the interaction point; else, now and then, a
-    low-charge noise track. A second track needs Y hits in 3 layers to be reconstructed."""
-    geo, clu = cfg.geometry, cfg.clusters
+    line: tuple[np.ndarray, ...], main: Track, lever: np.ndarray, bend_after: np.ndarray,
+    rng: np.random.Generator,
+) -> tuple[Track, np.ndarray]:
+    """The reconstructed second track and the clusters of other fragments that were not.
+
+    The other fragments (lumped, charge Z - Z_F) diverge from the interaction point when
+    visible (``fragments.visibility_*``). A hit of theirs is a cluster of its own only when
+    farther than ``merge_distance_cm`` from the main track's on that side; a second track
+    is found with ``fragments.track_efficiency(Z - Z_F)`` when ``min_y_hits`` Y hits are
+    resolved. Resolved hits of a fragment not found come back as loose clusters. Without
+    a found fragment, now and then a low-charge noise track."""
+    geo, clu, fr = cfg.geometry, cfg.clusters, cfg.fragments
     n = prim.z.size
     z = np.asarray(geo.layer_z_cm)
     x1, y1, tx, ty = line
@@ -736,49 +883,52 @@ def _second_track(
     curv = _curvature_per_cm(geo, prim.rigidity)[:, None]
     curv_other = _curvature_per_cm(geo, inter.rigidity_other)[:, None]
     # the other fragment bends with its own rigidity from the interaction point on
-    z_int = np.where(np.isfinite(inter.z_int), inter.z_int, geo.magnet_z_top_cm)[:, None]
-    bend_after = np.where(
-        lever > 0, bend - _bend_profile(geo, z_int) - _bend_slope(geo, z_int) * lever, 0.0)
     xf = x1[:, None] + tx[:, None] * dz + inter.theta_other[:, :1] * lever
     yf = (y1[:, None] + ty[:, None] * dz + curv * bend + (curv_other - curv) * bend_after
           + inter.theta_other[:, 1:] * lever)
     half = geo.layer_half_width_cm
-    seen = ((lever > 0) & (inter.z_other > 0)[:, None]
+    seen = ((lever > 0) & (inter.visible & (inter.z_other > 0))[:, None]
             & (np.abs(xf) < half) & (np.abs(yf) < half))
-    frag_hit = seen[..., None] & (rng.random((n, N_LAYERS, N_SIDES)) < dom.hit_efficiency)
-    has_frag = frag_hit[..., 1].sum(axis=1) >= 3
+    gap = np.stack([np.abs(xf - main.x), np.abs(yf - main.y)], axis=-1)
+    frag_hit = (seen[..., None] & (gap > fr.merge_distance_cm)
+                & (rng.random((n, N_LAYERS, N_SIDES)) < dom.hit_efficiency))
+    found = (frag_hit[..., 1].sum(axis=1) >= fr.min_y_hits) & (
+        rng.random(n) < fr.track_efficiency(inter.z_other))
+    loose = frag_hit & ~found[:, None, None]
 
     nx1, ny1, ntx, nty = _draw_line(geo, n, rng)
     xn = nx1[:, None] + ntx[:, None] * dz
     yn = ny1[:, None] + nty[:, None] * dz
     noise_hit = rng.random((n, N_LAYERS, N_SIDES)) < clu.noise_track_hit_prob
-    has_noise = ~has_frag & (rng.random(n) < dom.noise_track_prob)
+    has_noise = ~found & (rng.random(n) < dom.noise_track_prob)
     has_noise &= noise_hit[..., 1].sum(axis=1) >= 3
 
-    f, nz = has_frag[:, None], has_noise[:, None]
+    f, nz = found[:, None], has_noise[:, None]
     x = np.where(f, xf, xn)
     y = np.where(f, yf, yn)
     hit = (f[..., None] & frag_hit) | (nz[..., None] & noise_hit)
     charge = np.where(f, inter.z_other[:, None].astype(np.float64), clu.noise_track_charge)
-    return Track(x, y, hit, np.broadcast_to(charge, (n, N_LAYERS)).copy())
+    return Track(x, y, hit, np.broadcast_to(charge, (n, N_LAYERS)).copy()), loose
 
 
 def _cluster_counts(
     cfg: AmsSimConfig, dom: DomainConfig, inter: Interactions, lever: np.ndarray,
-    hits: np.ndarray, rng: np.random.Generator,
+    hits: np.ndarray, loose: np.ndarray, rng: np.random.Generator,
 ) -> np.ndarray:
-    """Hits + Poisson noise + fragmentation debris fading with depth after the interaction."""
+    """Track hits + loose fragment hits + Poisson noise + debris of a visible interaction,
+    growing with the other fragments' charge and fading with depth after it."""
     clu = cfg.clusters
     n = inter.frag.size
     after = lever > 0
     first = np.argmax(after, axis=1)
     depth = np.arange(N_LAYERS)[None, :] - first[:, None]
-    level = rng.uniform(clu.fragment_extra_min, clu.fragment_extra_max, n)
+    level = rng.uniform(clu.debris_per_charge_min, clu.debris_per_charge_max, n) \
+        * inter.z_other * inter.visible
     near = after & (depth < clu.fragment_layers)
     extra_mean = np.where(near, level[:, None] * clu.fragment_fade ** np.maximum(depth, 0), 0.0)
     extra = rng.poisson(np.repeat(extra_mean[..., None], N_SIDES, axis=-1))
     noise = rng.poisson(dom.noise_clusters_mean, (n, N_LAYERS, N_SIDES))
-    return (hits.sum(axis=1) + noise + extra).astype(np.int32)
+    return (hits.sum(axis=1) + loose + noise + extra).astype(np.int32)
 
 
 def _rigidities(
@@ -791,8 +941,7 @@ def _rigidities(
     n = prim.z.size
     z = geo.layer_z_cm
     in_tracker = (inter.frag == FRAG_ABOVE_L1) | (inter.frag == FRAG_L1_L2)
-    r_frag = prim.rigidity * (inter.a_frag / prim.a) * (prim.z / inter.z_frag)
-    r_true = np.where(in_tracker, r_frag, prim.rigidity)
+    r_true = np.where(in_tracker, inter.rigidity_frag, prim.rigidity)
     power = bending_power(geo.field_t, geo.magnet_z_top_cm - geo.magnet_z_bottom_cm)
     centre = 0.5 * (geo.magnet_z_top_cm + geo.magnet_z_bottom_cm)
     theta_y = inter.theta[:, 1]
@@ -864,10 +1013,11 @@ def _tof(
     dzp = _masked_mean(zpb[:, up], present[:, up], 1) - _masked_mean(zpb[:, lo], present[:, lo], 1)
     beta = dzp * secant / (SPEED_OF_LIGHT_CM_PER_PS * dt)
 
-    # debris of an interaction above a plane fires more of its counters in time
+    # visible other fragments of an interaction above a plane fire more of its counters
     below_interaction = zp[None, :2] < inter.z_int[:, None]
+    fragment_mean = tof.ontime_per_fragment_charge * inter.z_other * inter.visible
     ontime = (present[:, :2] + rng.poisson(tof.ontime_noise_mean, (n, 2))
-              + below_interaction * rng.poisson(tof.ontime_fragment_mean, (n, 2)))
+              + below_interaction * rng.poisson(np.repeat(fragment_mean[:, None], 2, axis=1)))
     return {
         "tof_beta": beta,
         "tof_charge_upper": pair_charge(up),
@@ -920,13 +1070,13 @@ def generate_ams(
     line = _draw_line(cfg.geometry, n, rng)
     inter = _draw_interactions(cfg, dom, prim, rng)
 
-    main, lever = _main_track(cfg, dom, prim, inter, line, rng)
-    second = _second_track(cfg, dom, prim, inter, line, lever, rng)
+    main, lever, bend_after = _main_track(cfg, dom, prim, inter, line, rng)
+    second, loose = _second_track(cfg, dom, prim, inter, line, main, lever, bend_after, rng)
     tracks = (main, second)
     hit = np.stack([t.hit for t in tracks], axis=1)  # (n, tracks, layers, sides)
     charge = np.stack([_measure_charge(cfg, cal, t, rng) for t in tracks], axis=1)
     pos = np.stack([_measure_position(cfg.geometry, t, rng) for t in tracks], axis=1)
-    nclusters = _cluster_counts(cfg, dom, inter, lever, hit, rng)
+    nclusters = _cluster_counts(cfg, dom, inter, lever, hit, loose, rng)
     rig_inner, rig_inner_l1 = _rigidities(cfg, cal, prim, inter, main.hit[:, 0, 1], rng)
     tof = _tof(cfg, cal, prim, inter, line, rng)
     q_l1, q_inner = _charge_summaries(charge[:, 0], hit[:, 0])
@@ -942,6 +1092,13 @@ def generate_ams(
         out[name] = value if value.dtype == np.int32 else value.astype(np.float32)
     out["trk_charge_l1"] = q_l1.astype(np.float32)
     out["trk_charge_inner"] = q_inner.astype(np.float32)
+    l1_hit = main.hit[:, 0].any(axis=1)
+    out["trk_l1_ladder"] = np.where(
+        l1_hit, _ladder_index(cfg.geometry, main.x[:, 0]), -1).astype(np.int32)
+    out["trk_nsecond"] = hit[:, 1].any(axis=(1, 2)).astype(np.int32)
+    near = slice(1, 4)  # L2-L4
+    out["trk_extra_clusters"] = (nclusters[:, near].sum(axis=(1, 2))
+                                 - main.hit[:, near].sum(axis=(1, 2))).astype(np.int32)
 
     prefix = "mc_" if domain == "mc" else HIDDEN_PREFIX
     out[prefix + "Z"] = prim.z.astype(np.int32)

@@ -4,6 +4,7 @@ with ``weights_only=True`` (nothing is unpickled)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from autopid.calibration.gains import ChargeCalibration
 from autopid.data import PreprocessedDataset
 from autopid.errors import InputError
 from autopid.train import core
@@ -30,7 +32,14 @@ def model_payload(model: nn.Module, cfg: TrainConfig, ds: PreprocessedDataset) -
         "domain_head": cfg.training.lambda_max > 0,
         "cache_key": ds.manifest["key"],
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        # the MDA charge gain maps, as a JSON string (weights_only loading reads it back)
+        "calibration": calibration_json(model),
     }
+
+
+def calibration_json(model: nn.Module) -> str | None:
+    cal = getattr(model.module if hasattr(model, "module") else model, "calibration", None)
+    return json.dumps(cal.to_dict()) if cal is not None else None
 
 
 def save_atomic(obj: dict[str, Any], path: str | Path) -> None:
@@ -63,5 +72,10 @@ def load_model(path: str | Path, ds: PreprocessedDataset) -> tuple[nn.Module, di
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:
         raise InputError(f"{path}: the weights do not fit dataset {ds.path} ({exc})") from exc
+    cal = payload.get("calibration")
+    try:
+        model.calibration = ChargeCalibration.from_dict(json.loads(cal)) if cal else None
+    except (TypeError, ValueError, KeyError) as exc:
+        raise InputError(f"{path}: the stored charge calibration is unreadable ({exc})") from exc
     model.eval()
     return model, payload

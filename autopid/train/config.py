@@ -21,11 +21,29 @@ class TrainingSpec(StrictModel):
     lr_decay: float = Field(default=0.98, gt=0, le=1, description="exponential decay per epoch")
     weight_decay: float = Field(default=0.0, ge=0)
     lambda_max: float = Field(default=0.0, ge=0, description="DANN strength; 0 switches adaptation off")
-    label_shift_weighting: bool = Field(
-        default=False,
-        description="weight the domain loss of MC events by estimated Data/MC class ratios "
-        "(arXiv:2003.04475); use when MC and Data species mixes differ a lot",
+    label_shift_weighting: bool | None = Field(
+        default=None,
+        description="weight the domain loss of MC events by the Data/MC class ratios, the Data class mix "
+        "estimated without truth from the model's score at the end of the warm-up (MLLS, arXiv:2003.04475); "
+        "None: on when adapting (lambda_max > 0)",
     )
+    charge_calibration: bool = Field(
+        default=True,
+        description="MDA: fit the tracker charge gain map of each domain on its train split (truth-free, "
+        "per layer, side and x bin) and calibrate the charge inputs with it in training, evaluation and "
+        "inference (stored with the model); no effect on FSE")
+    rigidity_reweighting: Literal["none", "domain", "all"] | None = Field(
+        default="domain",
+        description="MDA: weight MC rows by the Data/MC density ratio in log10|R| (train splits): in the "
+        "domain loss ('domain'), in the domain and classification losses ('all') or not at all ('none'); "
+        "the class-matched domain accuracy uses the weights unless 'none'; None: the default, 'domain'")
+    adaptation_warmup_epochs: int = Field(
+        default=1, ge=0,
+        description="epochs trained source-only (DANN lambda 0) before the adaptation schedule starts; the "
+        "Data class mix is estimated from the model at the end of the warm-up and kept (at most epochs - 1)")
+    label_shift_method: Literal["mlls", "bbse"] = Field(
+        default="mlls", description="truth-free estimator of the Data signal fraction (class-matched "
+        "domain accuracy, label-shift weights): maximum-likelihood label shift or black-box shift estimation")
     signal_fraction: float | None = Field(default=None, gt=0, lt=1, description="None: natural composition")
     background_mix: dict[str, float] | None = None
     max_train_rows: int | None = Field(default=None, ge=1)
@@ -57,6 +75,6 @@ class TrainConfig(StrictModel):
 
     @model_validator(mode="after")
     def _domain_head(self) -> TrainConfig:
-        if self.training.label_shift_weighting and self.training.lambda_max == 0:
+        if self.training.label_shift_weighting is True and self.training.lambda_max == 0:
             raise ValueError("training.label_shift_weighting needs training.lambda_max > 0")
         return self

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from autopid.calibration.label_shift import label_weights
 from autopid.data import PreprocessedDataset
 from autopid.train import core
 from autopid.train.config import TrainConfig
@@ -30,6 +31,7 @@ class FitState:
     best_epoch: int = -1
     epochs_without_improvement: int = 0
     label_weights: list[float] | None = None
+    data_fraction: float | None = None  # Data signal fraction estimated at the end of the warm-up
     history: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -64,6 +66,23 @@ def fit(
     frames = core.load_frames(ds, cfg.species, t, with_data=adapt)
     train_frame = frames.train.iloc[rank::world_size].reset_index(drop=True)
     model = core.build_model(family, ds, cfg.model.params, domain_head=adapt).to(device)
+    # calibrate, reweight, then adapt (MDA): gain maps stored with the model, rigidity
+    # weights on the MC rows of the domain loss (and of the classifier loss with "all")
+    mda = family == "mda"
+    calibration = core.charge_calibration(ds) if mda and t.charge_calibration else None
+    model.calibration = calibration
+    reweight = t.rigidity_reweighting or "domain"
+    reweighter = None
+    if mda and reweight != "none":
+        is_mc = frames.train["domain"].to_numpy() < 0.5
+        reweighter = core.rigidity_reweighter(ds, frames.train[is_mc])
+    row_w = core.mc_rigidity_weights(reweighter, ds, frames.train)
+    label_shift = adapt if t.label_shift_weighting is None else bool(t.label_shift_weighting)
+    # source-only warm-up (never all the epochs): its model estimates the Data class mix,
+    # which is then kept, as the adapted features would bias it
+    warmup = min(t.adaptation_warmup_epochs, t.epochs - 1) if adapt else 0
+    y_train = frames.train["y"].to_numpy()
+    labelled = np.isfinite(y_train)
     opt = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=t.lr_decay)
     state = FitState()
@@ -74,7 +93,8 @@ def fit(
         state = FitState(**resume["state"])
     if wrap is not None:
         model = wrap(model)
-    dataset = core.make_dataset(family, train_frame, ds)
+    dataset = core.make_dataset(family, train_frame, ds, calibration=calibration,
+                                weights=None if row_w is None else row_w[rank::world_size])
     steps = core.batches_per_epoch(len(dataset), t.batch_size)
     ran = False
     while not _finished(state, t.epochs, t.early_stopping_patience):
@@ -85,18 +105,22 @@ def fit(
         weights = np.asarray(state.label_weights) if state.label_weights is not None else None
         stats = core.train_epoch(model, family, loader, opt, epoch=epoch, epochs=t.epochs,
                                  steps_per_epoch=steps, lambda_max=t.lambda_max, label_weights=weights,
-                                 device=device, mixed_precision=t.mixed_precision)
+                                 device=device, mixed_precision=t.mixed_precision,
+                                 weight_classifier=reweight == "all", warmup_epochs=warmup)
         train_seconds = time.perf_counter() - t0
         sched.step()
-        metrics = core.validation_metrics(_unwrap(model), family, frames, ds, seed=t.seed)
+        metrics = core.validation_metrics(_unwrap(model), family, frames, ds, seed=t.seed, reweighter=reweighter,
+                                          label_shift_method=t.label_shift_method, data_fraction=state.data_fraction)
+        if adapt and state.data_fraction is None and epoch + 1 >= max(warmup, 1) and np.isfinite(
+                metrics.get("data_signal_fraction", np.nan)):
+            state.data_fraction = float(metrics["data_signal_fraction"])
         metrics.update(stats, epoch=float(epoch + 1), train_seconds=train_seconds,
                        events_per_second=stats["events"] / max(train_seconds, 1e-9))
         metrics["objective"] = core.objective(metrics, domain_penalty if adapt else 0.0)
-        if adapt and t.label_shift_weighting:
-            val = core.predict_frame(_unwrap(model), family, frames.validation, ds)
-            dat = core.predict_frame(_unwrap(model), family, frames.validation_data, ds)
-            state.label_weights = core.estimate_label_weights(
-                frames.validation["y"].to_numpy(), val["score"], dat["score"]).tolist()
+        if adapt and label_shift and state.data_fraction is not None and state.label_weights is None:
+            # the domain loss sees MC at the Data class mix estimated after the warm-up
+            w_mc = None if row_w is None else row_w[labelled]
+            state.label_weights = label_weights(y_train[labelled], state.data_fraction, w_mc).tolist()
         improved = metrics["objective"] > state.best_objective
         if improved:
             state.best_objective, state.best_epoch = metrics["objective"], epoch + 1
