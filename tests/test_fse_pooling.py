@@ -3,17 +3,16 @@ value slope per feature in the pair embedding, and pre-LayerNorm encoder layers.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from autopid.config import dump_yaml
 from autopid.data import FSEDataset, PreprocessedDataset, sample_mc
 from autopid.models import FSEAttention
 from autopid.publish.onnx_export import export_model
+from autopid.testing import write_run_dir
 from autopid.train import artifacts, core
 from autopid.train.config import TrainConfig
 from autopid.train.fit import fit
@@ -117,11 +116,7 @@ def test_paper_pooling_and_options_export_to_onnx_with_parity(alice_ds: Preproce
     cfg = TrainConfig(dataset="alice", species="kaon", model={"family": "fse", "params": params},
                       training={"epochs": 1, "max_train_rows": 600, "max_eval_rows": 300, "batch_size": 64})
     model, _ = fit(cfg, alice_ds)
-    run = tmp_path / "run"
-    run.mkdir()
-    artifacts.save_atomic(artifacts.model_payload(model, cfg, alice_ds), run / "model.pt")
-    (run / "config.yaml").write_text(dump_yaml(cfg))
-    (run / "result.json").write_text(json.dumps({"cache": str(alice_ds.path), "cache_key": alice_ds.manifest["key"]}))
+    run = write_run_dir(model, cfg, alice_ds, tmp_path / "run")
     res = export_model(run / "model.pt", alice_ds, tmp_path / "export")
     # the export refuses itself when ONNX Runtime and PyTorch differ; it passed, on every pattern
     assert res.parity.max_abs_diff <= 1e-5

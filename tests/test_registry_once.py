@@ -17,8 +17,16 @@ import pytest
 
 from autopid.cli import main
 from autopid.errors import AutopidError
-from autopid.publish.registry import (EXPORT_PREFIX, STAGING_PREFIX, TMP_DIR, AlreadyPublished, Registry,
-                                      make_owned_dir, owner_gone, owner_tag)
+from autopid.publish.registry import (
+    EXPORT_PREFIX,
+    STAGING_PREFIX,
+    TMP_DIR,
+    AlreadyPublished,
+    Registry,
+    make_owned_dir,
+    owner_gone,
+    owner_tag,
+)
 
 META = {"experiment": "ams", "species": "phosphorus", "family": "mda",
         "validity": {"runs": [1600067600, 1600067601], "periods": ["P2026a"]}}
@@ -220,8 +228,7 @@ def test_killed_publish_leaves_no_export_directory(alice_ds, tmp_path: Path) -> 
     the registry (not in $TMPDIR) and the next registry command removes it."""
     import torch
 
-    from autopid.config import dump_yaml
-    from autopid.train import artifacts
+    from autopid.testing import write_run_dir
     from autopid.train.config import TrainConfig
     from autopid.train.fit import fit
 
@@ -231,11 +238,7 @@ def test_killed_publish_leaves_no_export_directory(alice_ds, tmp_path: Path) -> 
                                                          "pool_channels": 8, "classifier_channels": 8}},
                       training={"epochs": 1, "max_train_rows": 300, "max_eval_rows": 200, "batch_size": 64})
     model, _ = fit(cfg, alice_ds)
-    run = tmp_path / "run"
-    run.mkdir()
-    artifacts.save_atomic(artifacts.model_payload(model, cfg, alice_ds), run / "model.pt")
-    (run / "config.yaml").write_text(dump_yaml(cfg))
-    (run / "result.json").write_text(json.dumps({"cache": str(alice_ds.path), "cache_key": alice_ds.manifest["key"]}))
+    run = write_run_dir(model, cfg, alice_ds, tmp_path / "run")
     root, flag, tmp = tmp_path / "reg", tmp_path / "at-eval", tmp_path / "tmpdir"
     tmp.mkdir()
     proc = subprocess.Popen([sys.executable, "-c", _EXPORTER, str(run), str(root), str(flag)],

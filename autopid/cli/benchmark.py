@@ -9,12 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+from autopid.cli._args import positive_int
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -36,11 +31,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true",
                    help="small samples and short training (about 10 minutes on 2 cores with the built-in data)")
     p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # seconds: for tests
-    p.add_argument("--seeds", type=_positive, default=None,
+    p.add_argument("--seeds", type=positive_int, default=None,
                    help="training seeds per method; values are the mean and std over them "
                    "(default: 2 with --quick, 3 otherwise)")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--workers", type=_positive, default=None,
+    p.add_argument("--workers", type=positive_int, default=None,
                    help="worker processes, one torch thread each (default: the CPUs available)")
     p.add_argument("--cache-dir", default=None, help="preprocessing cache (default: OUT/cache)")
     p.add_argument("--data-dir", default=None,

@@ -5,12 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+from autopid.cli._args import positive_int
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -24,7 +19,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("directory", help="training run, search or retraining directory")
     p.add_argument("--out", default=None, help="HTML file to write (default: DIRECTORY/report/index.html); "
                    "the PNGs go next to it")
-    p.add_argument("--max-rows", type=_positive, default=50_000,
+    p.add_argument("--max-rows", type=positive_int, default=50_000,
                    help="at most this many test rows per domain (MC, Data), and training rows for the baselines "
                    "(default: 50000)")
     p.add_argument("--no-learned-baselines", action="store_true",

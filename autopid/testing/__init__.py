@@ -6,7 +6,11 @@ from pathlib import Path
 
 import yaml
 
-from autopid.config.dataset import DatasetConfig, builtin_dataset_path, load_dataset_config
+from autopid.config.dataset import (
+    DatasetConfig,
+    builtin_dataset_path,
+    load_dataset_config,
+)
 
 
 def dataset_for(name: str, data_root: str | Path, **overrides: object) -> DatasetConfig:
@@ -24,3 +28,19 @@ def write_dataset_yaml(cfg: DatasetConfig, path: str | Path) -> Path:
     path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     assert load_dataset_config(path) == cfg
     return path
+
+
+def write_run_dir(model: object, cfg: object, ds: object, run: str | Path) -> Path:
+    """A training run directory (``model.pt``, ``config.yaml``, ``result.json``) as
+    ``autopid train`` leaves it, for a model trained in-process by a test."""
+    import json
+
+    from autopid.config import dump_yaml
+    from autopid.train import artifacts
+
+    run = Path(run)
+    run.mkdir(parents=True)
+    artifacts.save_atomic(artifacts.model_payload(model, cfg, ds), run / "model.pt")
+    (run / "config.yaml").write_text(dump_yaml(cfg))
+    (run / "result.json").write_text(json.dumps({"cache": str(ds.path), "cache_key": ds.manifest["key"]}))
+    return run
