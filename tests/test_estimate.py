@@ -33,29 +33,35 @@ def _all_rows(ds: PreprocessedDataset, domain: str) -> tuple[pd.DataFrame, pd.Da
     return pd.concat(frames, ignore_index=True), pd.concat(truth, ignore_index=True)
 
 
+def _simulated(tmp_path_factory: pytest.TempPathFactory, name: str, period: str, events_per_run: int
+               ) -> PreprocessedDataset:
+    """A period of the built-in simulator ``name``, preprocessed with its built-in dataset."""
+    from autopid.preprocess import preprocess
+    from autopid.simulate import (
+        ALICE,
+        AMS,
+        AliceSimConfig,
+        AmsSimConfig,
+        simulate_period,
+    )
+    from autopid.testing import dataset_for
+
+    experiment, config = {"ams": (AMS, AmsSimConfig()), "alice": (ALICE, AliceSimConfig())}[name]
+    root = tmp_path_factory.mktemp(f"{name}_estimate")
+    simulate_period(experiment, config, root / "sim", period, runs=2, events_per_run=events_per_run, seed=7)
+    return PreprocessedDataset(preprocess(dataset_for(name, root / "sim", chunk_size=20000),
+                                          cache_root=root / "cache").path)
+
+
 @pytest.fixture(scope="module")
 def ams_big(tmp_path_factory: pytest.TempPathFactory) -> PreprocessedDataset:
     """Enough phosphorus in Data for a percent-level check (the phosphorus selection window)."""
-    from autopid.preprocess import preprocess
-    from autopid.simulate import AMS, AmsSimConfig, simulate_period
-    from autopid.testing import dataset_for
-
-    root = tmp_path_factory.mktemp("ams_estimate")
-    simulate_period(AMS, AmsSimConfig(), root / "sim", "P2026a", runs=2, events_per_run=40000, seed=7)
-    return PreprocessedDataset(preprocess(dataset_for("ams", root / "sim", chunk_size=20000),
-                                          cache_root=root / "cache").path)
+    return _simulated(tmp_path_factory, "ams", "P2026a", 40000)
 
 
 @pytest.fixture(scope="module")
 def alice_big(tmp_path_factory: pytest.TempPathFactory) -> PreprocessedDataset:
-    from autopid.preprocess import preprocess
-    from autopid.simulate import ALICE, AliceSimConfig, simulate_period
-    from autopid.testing import dataset_for
-
-    root = tmp_path_factory.mktemp("alice_estimate")
-    simulate_period(ALICE, AliceSimConfig(), root / "sim", "LHC26a", runs=2, events_per_run=20000, seed=7)
-    return PreprocessedDataset(preprocess(dataset_for("alice", root / "sim", chunk_size=20000),
-                                          cache_root=root / "cache").path)
+    return _simulated(tmp_path_factory, "alice", "LHC26a", 20000)
 
 
 def _ams_score(f: pd.DataFrame) -> np.ndarray:
