@@ -1,10 +1,11 @@
 """Does TPE + ASHA find a good model sooner than random search? Both run the shipped
-FSE space's parameters on a small simulated ALICE-like dataset, with the same budget of
+FSE (or, with ``--space mda``, MDA) space's parameters on a small simulated ALICE-like
+(AMS-like) dataset, with the same budget of
 trials and the same concurrency; for each seed, the time TPE + ASHA takes to reach the
 best objective random search found (over all its trials) is divided by random search's
 wall time. The median over the seeds is printed, with the per-seed table.
 
-    python benchmarks/search_efficiency.py [--seeds 5] [--trials 12]
+    python benchmarks/search_efficiency.py [--seeds 5] [--trials 12] [--space fse|mda]
 
 A seed where TPE + ASHA never reaches random's best counts as its whole wall time over
 random's (and is marked "not reached"). Other scripts import :func:`measure`.
@@ -25,12 +26,15 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _space(root: Path, dataset: Path, seed: int, trials: int, method: str) -> Path:
-    shipped = yaml.safe_load((ROOT / "search_spaces" / "fse.yaml").read_text())
+STUDY = {"fse": {"species": "proton", "period": "LHC26a"}, "mda": {"species": "phosphorus", "period": "P2026a"}}
+
+
+def _space(root: Path, dataset: Path, seed: int, trials: int, method: str, family: str = "fse") -> Path:
+    shipped = yaml.safe_load((ROOT / "search_spaces" / f"{family}.yaml").read_text())
     space = {
-        "name": f"eff-{method.replace('+', '-')}-{seed}",
+        "name": f"eff-{family}-{method.replace('+', '-')}-{seed}",
         "base": {**shipped["base"], "dataset": str(dataset), "cache_dir": str(root / "cache")},
-        "studies": [{"species": "proton", "period": "LHC26a"}],
+        "studies": [STUDY[family]],
         "params": shipped["params"],
         "budget": {"num_samples": trials},
         "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2} if method == "tpe+asha"
@@ -38,7 +42,10 @@ def _space(root: Path, dataset: Path, seed: int, trials: int, method: str) -> Pa
         "sampler": "tpe" if method == "tpe+asha" else "random",
         "seed": seed if method == "tpe+asha" else 1000 + seed,  # not the same first draws
     }
-    space["base"]["training"] = {**shipped["base"]["training"], "max_train_rows": 2000, "max_eval_rows": 2000}
+    if family == "fse":
+        space["base"]["training"] = {**shipped["base"]["training"], "max_train_rows": 2000, "max_eval_rows": 2000}
+    if "objective" in shipped:
+        space["objective"] = shipped["objective"]
     path = root / f"{space['name']}.yaml"
     path.write_text(yaml.safe_dump(space))
     return path
@@ -65,16 +72,21 @@ def _curve(out: Path) -> tuple[list[tuple[float, float]], float]:
     return curve, curve[-1][0]
 
 
-def measure(seeds: int = 5, trials: int = 12, root: Path | None = None) -> dict[str, Any]:
+def measure(seeds: int = 5, trials: int = 12, root: Path | None = None, family: str = "fse") -> dict[str, Any]:
     from autopid import ray_local
     from autopid.search.runner import run_search
-    from autopid.simulate import ALICE, AliceSimConfig, simulate_period
+    from autopid.simulate import ALICE, AMS, AliceSimConfig, AmsSimConfig, simulate_period
     from autopid.testing import dataset_for, write_dataset_yaml
 
     root = Path(root or tempfile.mkdtemp(prefix="autopid-bench-eff-"))
-    if not (root / "alice" / "LHC26a" / "period.json").exists():
-        simulate_period(ALICE, AliceSimConfig(), root / "alice", "LHC26a", runs=2, events_per_run=8000, seed=11)
-    dataset = write_dataset_yaml(dataset_for("alice", root / "alice", chunk_size=8000), root / "alice.yaml")
+    if family == "fse":
+        if not (root / "alice" / "LHC26a" / "period.json").exists():
+            simulate_period(ALICE, AliceSimConfig(), root / "alice", "LHC26a", runs=2, events_per_run=8000, seed=11)
+        dataset = write_dataset_yaml(dataset_for("alice", root / "alice", chunk_size=8000), root / "alice.yaml")
+    else:  # the README main job's data size
+        if not (root / "ams" / "P2026a" / "period.json").exists():
+            simulate_period(AMS, AmsSimConfig(), root / "ams", "P2026a", runs=2, events_per_run=50000, seed=11)
+        dataset = write_dataset_yaml(dataset_for("ams", root / "ams", chunk_size=50000), root / "ams.yaml")
     ray_local.start_or_attach(log_to_driver=False)
     per_seed = []
     try:
@@ -82,7 +94,7 @@ def measure(seeds: int = 5, trials: int = 12, root: Path | None = None) -> dict[
             res: dict[str, Any] = {"seed": seed}
             for method in ("random", "tpe+asha"):
                 out = root / f"{method}-{seed}-{time.monotonic_ns()}"
-                run_search(_space(root, dataset, seed, trials, method), out_dir=out)
+                run_search(_space(root, dataset, seed, trials, method, family), out_dir=out)
                 res[method] = _curve(out)
             (r_curve, r_wall), (t_curve, t_wall) = res["random"], res["tpe+asha"]
             target = r_curve[-1][1]
@@ -93,16 +105,18 @@ def measure(seeds: int = 5, trials: int = 12, root: Path | None = None) -> dict[
                              "fraction": (reach if reach is not None else t_wall) / r_wall})
     finally:
         ray_local.shutdown()
-    return {"median_fraction": statistics.median(r["fraction"] for r in per_seed), "seeds": per_seed}
+    return {"median_fraction": statistics.median(r["fraction"] for r in per_seed), "seeds": per_seed,
+            "space": family}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--trials", type=int, default=12)
+    ap.add_argument("--space", choices=("fse", "mda"), default="fse", help="the shipped space to search")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
-    res = measure(args.seeds, args.trials)
+    res = measure(args.seeds, args.trials, family=args.space)
     print(f"{'seed':>4}{'random best':>13}{'random s':>10}{'TPE+ASHA best':>15}{'TPE+ASHA s':>12}{'reached at':>12}")
     for r in res["seeds"]:
         reached = f"{r['fraction']:.0%}" if r["reached"] else "not reached"

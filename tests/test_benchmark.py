@@ -101,7 +101,7 @@ def test_benchmark_command_writes_the_records_tables_and_plots(tmp_path: Path) -
     records = json.loads((out / "benchmark.json").read_text())
     extra = json.loads((out / "extra.json").read_text())
     _check_schema(records, seeds=2, methods=set(METHODS))
-    _check_schema(extra, seeds=2, methods={"second_track_veto"})
+    _check_schema(extra, seeds=2, methods={"second_track_veto", "irreducible_limit"})
 
     # every method for its experiment, every species, nothing else
     for exp, methods in EXPECTED.items():
@@ -123,8 +123,25 @@ def test_benchmark_command_writes_the_records_tables_and_plots(tmp_path: Path) -
                                 bin=None, charge=None)
                     assert r["value"] is not None and r["std"] is not None, r
     assert {r["experiment"] for r in records} == set(EXPECTED)
-    assert {(r["experiment"], r["method"]) for r in extra} == {("ams", "second_track_veto")}
+    assert {(r["experiment"], r["method"]) for r in extra} == {("ams", "second_track_veto"),
+                                                               ("ams", "irreducible_limit")}
     assert {r["species"] for r in extra} == SPECIES["ams"]
+    # the irreducible limit: one integrated value per species and domain, no spread, and no
+    # selection beats it on the same rows (up to the 90 % cut's granularity)
+    limits = []
+    for sp in SPECIES["ams"]:
+        for domain in ("mc", "data"):
+            (lim,) = _get(extra, species=sp, method="irreducible_limit", domain=domain)
+            assert lim["metric"] == "rejection_at_90" and lim["bin"] is None and lim["std"] is None
+            limits.append(lim["value"])
+            if lim["value"] is None:  # no background that interacted above L1 in these test rows
+                continue
+            assert lim["value"] > 1
+            for m in ("mda", "cut", "xgboost"):
+                (r,) = _get(records, experiment="ams", species=sp, method=m, domain=domain,
+                            metric="rejection_at_90", bin=None, charge=None)
+                assert r["value"] is None or r["value"] <= 1.25 * lim["value"], (sp, domain, m, r, lim)
+    assert any(v is not None for v in limits)
 
     # ALICE split by charge, AMS not; momentum / rigidity bins; AMS fragmentation categories
     assert {r["charge"] for r in _get(records, experiment="alice")} == {None, 1, -1}
@@ -141,7 +158,8 @@ def test_benchmark_command_writes_the_records_tables_and_plots(tmp_path: Path) -
 
     # the second-track veto alone cannot reach the MDA's rejection (MC test split, 90 % signal)
     for sp in SPECIES["ams"]:
-        (veto,) = _get(extra, species=sp, domain="mc", metric="rejection_at_90", bin=None)
+        (veto,) = _get(extra, species=sp, method="second_track_veto", domain="mc", metric="rejection_at_90",
+                       bin=None)
         (mda,) = _get(records, experiment="ams", species=sp, method="mda", domain="mc", metric="rejection_at_90",
                       bin=None)
         assert veto["value"] is not None
@@ -157,6 +175,7 @@ def test_benchmark_command_writes_the_records_tables_and_plots(tmp_path: Path) -
     assert "| species | FSE+attention | n-sigma | XGBoost | MLP (imputation) |" in md
     assert "| species | MDA | MDA w/o adaptation | classic cut | XGBoost | MLP (imputation) |" in md
     assert "veto only" in md and "does not reach the MDA's rejection" in md
+    assert "Irreducible limit" in md and "twice the classic cut's" in md
     assert "FAILED" not in md
     pngs = sorted(p.name for p in (out / "plots").glob("*.png"))
     assert pngs == sorted(f"{e}_{s}_efficiency_purity.png" for e, ss in SPECIES.items() for s in ss)
@@ -270,3 +289,5 @@ def test_the_fixed_model_configurations_are_the_search_spaces_bases() -> None:
         assert fixed["model"] == base["model"]
         assert fixed["training"] == base["training"]
     assert PRESETS["quick"].fse == FSE_BEST and PRESETS["quick"].mda == MDA_BEST
+    mda_space = yaml.safe_load((root / "mda.yaml").read_text())
+    assert MDA_BEST["domain_penalty"] == mda_space["objective"]["domain_penalty"]

@@ -224,3 +224,65 @@ def test_class_weights() -> None:
     assert abs(np.sum(w * y) / np.sum(w) - 0.6) < 1e-12
     lw = label_weights(y, 0.6)  # relative to the training MC's mix
     np.testing.assert_allclose(lw, [0.4 / 0.7, 0.6 / 0.3])
+
+
+def test_species_weights_give_mc_the_data_composition() -> None:
+    from autopid.calibration.species_mix import species_weights
+
+    z = np.r_[np.full(500, 15), np.full(100, 14), np.full(300, 16), np.full(100, 17), np.full(50, 18)]
+    base = np.random.default_rng(0).uniform(0.5, 2.0, len(z))  # rigidity weights
+    comp = {14: 0.25, 15: 0.45, 16: 0.25, 17: 0.05}
+    f = species_weights(z, comp, base)
+    w = base * f
+    covered = z != 18
+    for charge, p in comp.items():  # among the covered charges, the Data fractions
+        assert abs(w[z == charge].sum() / w[covered].sum() - p) < 1e-9
+    assert abs(w.sum() / base.sum() - 1) < 1e-9  # the mean weight is kept
+    np.testing.assert_allclose(f[z == 18], f[z == 18][0])  # an uncovered charge keeps one factor
+    # signed codes (antiparticles) and no base weights work too
+    f2 = species_weights(-z, comp)
+    assert abs(f2[z == 14].sum() / f2[covered].sum() - 0.25) < 1e-9
+
+def test_adaptation_weights_mc_to_the_data_composition(ams_ds: PreprocessedDataset) -> None:
+    """With adaptation, MC is weighted to the Data composition by charge (estimated from the
+    L1 charge), which replaces the signal/background label-shift weights; with
+    ``species_matching: false`` the label-shift weights come back."""
+    import torch
+
+    from autopid.train.config import TrainConfig
+    from autopid.train.fit import fit
+
+    torch.set_num_threads(1)
+    params = {"token_channels": 8, "gnn_hidden": 8, "gnn_layers": 1, "cnn_channels": 4, "mlp_hidden": 8,
+              "classifier_channels": 8}
+    states = {}
+    for matching in (None, False):
+        cfg = TrainConfig(dataset="ams", species="phosphorus", model={"family": "mda", "params": params},
+                          training={"epochs": 2, "max_train_rows": 600, "max_eval_rows": 300, "batch_size": 64,
+                                    "lambda_max": 0.05, "species_matching": matching})
+        _, states[matching] = fit(cfg, ams_ds)
+    on, off = states[None], states[False]
+    assert on.label_weights is None and off.label_weights is not None
+    # the matched signal fraction follows from the composition, not from the model's score
+    assert all(np.isfinite(h["domain_accuracy"]) for h in on.history)
+    assert on.history[0]["data_signal_fraction_matched"] != off.history[0]["data_signal_fraction_matched"]
+
+
+def test_shared_dataset_reads_role_columns_it_does_not_hold(ams_ds: PreprocessedDataset) -> None:
+    """A search's in-memory dataset holds the features; the auxiliary branches the roles
+    read (ladder, second tracks, extra clusters) come from disk."""
+    import pandas as pd
+
+    from autopid.search.shared_data import InMemoryDataset
+
+    mem = InMemoryDataset(ams_ds.path)
+    for domain in ("mc", "data"):
+        pd.testing.assert_frame_equal(mem.role_frame("train", domain), ams_ds.role_frame("train", domain))
+
+
+def test_species_matching_needs_adaptation() -> None:
+    from autopid.train.config import TrainConfig
+
+    with pytest.raises(ValueError, match="species_matching needs training.lambda_max > 0"):
+        TrainConfig(dataset="ams", species="phosphorus", model={"family": "mda", "params": {}},
+                    training={"species_matching": True})

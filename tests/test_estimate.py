@@ -92,17 +92,25 @@ def test_l1_template_fit_agrees_with_hidden_truth_on_simulated_ams(ams_big: Prep
     assert y_hidden.sum() > 800
     s_mc, s_data = _ams_score(mc), _ams_score(data)
     results = []
-    for q in (0.2, 0.5, 0.8):  # working points at 80%, 50% and 20% MC signal efficiency
+    # the period's own Data gains, and the same Data with the raw L1 charge 3 % high: a free
+    # gain then reads the P peak as S (15 x 1.03 ~ 16 x 0.968, an estimate 0.25 too low
+    # before the per-ladder calibration); calibrated, both agree with the hidden truth
+    shifted = data.assign(**{"role:l1_charge": data["role:l1_charge"] * 1.03})
+    for frame, q in ((data, 0.2), (data, 0.5), (data, 0.8), (shifted, 0.2)):  # 80%, 50%, 20% MC efficiency
         thr = float(np.quantile(s_mc[mc["y"] == 1], q))
-        gap, est = efficiency_gap_estimate(ds, "phosphorus", data, s_data, thr, mc=mc, score_mc=s_mc)
+        gap, est = efficiency_gap_estimate(ds, "phosphorus", frame, s_data, thr, mc=mc, score_mc=s_mc)
         assert gap["estimable"], gap["reason"]
         check = hidden_truth_check(est, y_hidden, s_data >= thr)
         truth = check["efficiency_in_estimate_region"]
-        results.append((thr, est.efficiency, est.error, truth))
+        if frame is data:
+            results.append((thr, est.efficiency, est.error, truth))
+        assert any("calibrated per ladder" in n for n in est.notes), est.notes
+        assert 0.97 <= est.fit["shape"]["gain_vs_mc"] <= 1.03
         # Si whose tracker charges (L1 included) carry a track-wide upward excursion pass the P
-        # window and show 15 in L1: counted as signal, they pull the estimate down by up to
-        # ~0.035 at 80% MC efficiency with the natural Si:P = 100:3 (see template_fit); hence 0.04
-        assert abs(est.efficiency - truth) <= max(2 * est.error, 0.04), (q, est.efficiency, est.error, truth)
+        # window and show ~15 in L1 (the Z-1 component's free shift takes part of them):
+        # counted as signal, they pull the estimate down by up to ~0.05 at 80% MC efficiency
+        # with the natural Si:P = 100:3 (a documented limitation); hence 0.06
+        assert abs(est.efficiency - truth) <= max(2 * est.error, 0.06), (q, est.efficiency, est.error, truth)
         # on MC (little Si under the peak) the same estimator closes on the MC truth
         closure = gap["mc_closure"]
         assert abs(closure["estimated"] - closure["truth"]) <= max(2 * closure["error"], 0.01), closure
@@ -110,6 +118,27 @@ def test_l1_template_fit_agrees_with_hidden_truth_on_simulated_ams(ams_big: Prep
         assert "gain_vs_mc" in est.fit["shape"]  # the Data peaks: a gain on MC's peak positions
     # the estimate follows the working point
     assert results[0][1] > results[1][1] > results[2][1]
+
+
+def test_data_composition_by_l1_charge_without_truth(ams_big: PreprocessedDataset) -> None:
+    """The Data composition by charge that MC is weighted to before adaptation: close to the
+    hidden truth for P and S, and with more silicon than MC (Si:P = 100:3 on Data)."""
+    from autopid.calibration import species_mix
+
+    species_mix._CACHE.clear()
+    comp = species_mix.data_composition(ams_big, "phosphorus")
+    assert comp is not None and abs(sum(comp.values()) - 1) < 1e-9
+    hidden = ams_big.evaluation_truth("train", "data")
+    z_l1 = hidden["hidden_z_l1"].to_numpy()
+    truth = {z: float(np.mean(z_l1 == z)) for z in comp}
+    assert abs(comp[15] - truth[15]) < 0.1, (comp, truth)
+    assert abs(comp[16] - truth[16]) < 0.06, (comp, truth)
+    # more silicon than MC has, though fewer than the truth: silicon that entered the P window
+    # by an upward excursion reads ~15 in L1 too and is counted as P (docs/physics.md §4)
+    mc_truth = ams_big.evaluation_truth("train", "mc")["truth_label"].to_numpy()
+    assert float(np.mean(mc_truth == 14)) < comp.get(14, 0.0) < truth[14] + 0.02, (comp, truth)
+    # the composition is cached per cache entry and species
+    assert species_mix.data_composition(ams_big, "phosphorus") is comp
 
 
 def test_tpc_template_fit_agrees_with_hidden_truth_on_simulated_alice(alice_big: PreprocessedDataset) -> None:
@@ -142,7 +171,7 @@ def test_the_estimate_reads_no_truth(ams_big: PreprocessedDataset) -> None:
     with_truth = data.assign(y=(hidden["hidden_label"] == 15).astype(float).to_numpy(),
                              hidden_label=hidden["hidden_label"].to_numpy())
     scrambled = with_truth.assign(y=np.random.default_rng(1).permutation(with_truth["y"].to_numpy()))
-    for frame in (with_truth, scrambled, truth_free(with_truth), data[["role:l1_charge"]]):
+    for frame in (with_truth, scrambled, truth_free(with_truth), data[[c for c in data.columns if c.startswith("role:")]]):
         assert estimate_efficiency(ds, "phosphorus", frame, sel).to_dict() == base
     assert not {"y", "hidden_label"} & set(truth_free(with_truth).columns)
 

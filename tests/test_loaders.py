@@ -24,8 +24,18 @@ def test_background_mix_applied_when_sampling(alice_cache: PreprocessResult) -> 
     assert mixed["y"].mean() == pytest.approx(0.5, abs=0.01)
     bkg = ds.label_species(mixed.loc[mixed["y"] == 0, "truth_label"].to_numpy())
     names, counts = np.unique(bkg, return_counts=True)
-    assert set(names) == {"pion", "proton"}
-    assert counts[0] == pytest.approx(counts[1], rel=0.05)
+    share = dict(zip(names.tolist(), (counts / counts.sum()).tolist()))
+    assert share["pion"] == pytest.approx(share["proton"], rel=0.05)
+    # the species not named (electrons, muons) keep their natural share of the background
+    full = sample_mc(ds, "train", "kaon")
+    nat = ds.label_species(full.loc[full["y"] == 0, "truth_label"].to_numpy())
+    for name in set(np.unique(nat)) - {"pion", "proton"}:
+        assert share.get(name, 0.0) == pytest.approx(float(np.mean(nat == name)), abs=0.01), name
+    assert share["pion"] + share["proton"] > 0.9
+    # 0 drops a species
+    only = sample_mc(ds, "train", "kaon", signal_fraction=0.5, seed=1,
+                     background_mix={"pion": 0.5, "proton": 0.5, "electron": 0.0, "muon": 0.0})
+    assert set(ds.label_species(only.loc[only["y"] == 0, "truth_label"].to_numpy())) <= {"pion", "proton", "other"}
     again = sample_mc(ds, "train", "kaon", signal_fraction=0.5, background_mix={"pion": 0.5, "proton": 0.5}, seed=1)
     assert again.equals(mixed)
 
@@ -75,9 +85,9 @@ def test_mda_graphs(ams_cache: PreprocessResult) -> None:
     # undirected: every edge appears in both directions
     pairs = set(map(tuple, edges.T.tolist()))
     assert all((b, a) in pairs for a, b in pairs)
-    # L1 has positions but no charge input (left to the L1-charge selection)
+    # L1 has positions and, in the built-in dataset, a charge input (charge layers 1-8)
     l1 = np.isclose(x[:, 3], 1.59)
-    assert l1.any() and (x[l1, 2] == 0).all()
+    assert l1.any() and (x[l1, 2] == 1).any()
     batch = next(iter(mda_dataloader(mda, batch_size=32, shuffle=False)))
     assert batch.num_graphs == 32
     assert batch.image.shape == (32, 1, 8, 2)

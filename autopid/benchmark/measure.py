@@ -118,7 +118,8 @@ def measure(experiment: str, species: str, method: str, seed: int, test: TestSet
 def domain_accuracy(test: TestSet, scored: Scored, seed: int) -> float:
     """Data-vs-MC classifier accuracy on the model's frozen test features, on
     class-matched samples: MC rows weighted to the Data signal fraction (hidden truth:
-    evaluation only) and to the Data spectrum of the kinematic variable (p or rigidity),
+    evaluation only), for AMS to the Data composition by the charge seen in L1 (hidden
+    truth), and to the Data spectrum of the kinematic variable (p or rigidity),
     as the MDA's training objective measures it without truth
     (:mod:`autopid.calibration.label_shift`). Without that module: the plain accuracy."""
     f_mc, f_data = scored.features["mc"], scored.features["data"]
@@ -131,5 +132,15 @@ def domain_accuracy(test: TestSet, scored: Scored, seed: int) -> float:
     k_mc, k_data = test.kinematic.get("mc"), test.kinematic.get("data")
     if k_mc is not None and k_data is not None:
         weights = RigidityReweighter.fit(k_mc, k_data).weights(k_mc)
+    fm, fd = test.frames["mc"], test.frames["data"]
+    if "truth_z_l1" in fm and "hidden_z_l1" in fd:
+        # AMS: MC matched to the Data composition by the charge seen in L1 as well (hidden
+        # truth: evaluation only), the composition the MDA's training weights estimate
+        from autopid.calibration.species_mix import species_weights
+
+        z_data = np.abs(fd["hidden_z_l1"].to_numpy(np.float64))
+        comp = {int(z): float(np.mean(z_data == z)) for z in np.unique(z_data[np.isfinite(z_data)])}
+        weights = (np.ones(len(fm)) if weights is None else weights) * species_weights(
+            np.nan_to_num(fm["truth_z_l1"].to_numpy(np.float64)), comp, weights)
     fraction = float(np.mean(test.y["data"]))
     return class_matched_domain_accuracy(f_mc, f_data, test.y["mc"], fraction, mc_weights=weights, seed=seed)

@@ -170,7 +170,7 @@ def train_model(ds: PreprocessedDataset, species: str, family: str, spec: dict[s
             best["state"] = {k: v.detach().clone() for k, v in m.state_dict().items()}
             best["epoch"] = state.epoch
 
-    model, state = fit(cfg, ds, on_epoch_end=keep_best)
+    model, state = fit(cfg, ds, on_epoch_end=keep_best, domain_penalty=float(spec.get("domain_penalty", 1.0)))
     if "state" in best:
         model.load_state_dict(best["state"])
     model.eval()
@@ -214,16 +214,20 @@ def train_learned(ds: PreprocessedDataset, species: str, kind: str, spec: dict[s
     AUC; 0: its defaults, fitted once), with early stopping on validation (the MLP trains
     up to ``mlp_epochs`` epochs and keeps its best)."""
     from autopid.baselines import tune_baseline
+    from autopid.train.core import charge_calibrator
 
     frames, _ = training_frames(ds, species, spec)
-    tr, va = frames.train, frames.validation
+    # an MDA dataset: the baselines read the same gain-calibrated charges as the MDA (each
+    # domain with its own truth-free gain map), or they would lose on Data by miscalibration
+    calibrate = charge_calibrator(ds) if ds.manifest.get("family") == "mda" else (lambda f, d: f)
+    tr, va = calibrate(frames.train, "mc"), calibrate(frames.validation, "mc")
     y_tr, y_va = tr["y"].to_numpy().copy(), va["y"].to_numpy().copy()
     cols = learned_columns(ds)
     base, tuned = tune_baseline("xgboost" if kind == "xgboost" else "mlp", tr, y_tr, va, y_va, n_trials=trials,
                                 seed=seed, columns=cols, normaliser=ds.normaliser, threads=1, epochs=mlp_epochs)
     info: dict[str, Any] = {"train_rows": len(tr), "tuning": tuned}
     thr = best_f1_threshold(y_va, finite(base.predict(va)))
-    return Scored(thr, {d: finite(base.predict(test.frames[d])) for d in test.domains()}, info=info)
+    return Scored(thr, {d: finite(base.predict(calibrate(test.frames[d], d))) for d in test.domains()}, info=info)
 
 
 def species_charge(ds: PreprocessedDataset, species: str) -> int | None:

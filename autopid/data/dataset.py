@@ -142,8 +142,11 @@ def sample_mc(
 
     The mix is applied here, when sampling from the cache, so a search can change it per
     trial without preprocessing again. ``background_mix`` gives the fraction of each
-    background species among the background (normalised to sum 1; species left out are
-    dropped); ``signal_fraction`` the fraction of signal. ``None`` keeps the natural
+    named background species among the background: species left out keep their natural
+    share of the background and the named ones share the rest in the given proportions
+    (normalised); a fraction of 0 drops a species. (Dropping the species left out, as
+    before, silently removed silicon from AMS phosphorus training, a quarter of the Data
+    background.) ``signal_fraction`` is the fraction of signal. ``None`` keeps the natural
     composition. The largest sample that honours the fractions without repeating rows
     is drawn (then cut to ``max_rows``).
     """
@@ -174,6 +177,15 @@ def sample_mc(
         if not weights:
             raise InputError(f"{ds.path}: background_mix: no background species with rows and a positive fraction "
                              f"in the {split} split")
+        # the species not named keep their natural share of the background
+        rest = [n for n in np.unique(species[~is_sig]) if n not in background_mix]
+        n_bkg = int((~is_sig).sum())
+        kept = {n: float((species == n).sum()) / n_bkg for n in rest}
+        named = sum(weights.values())
+        weights = {k: (1.0 - sum(kept.values())) * w / named for k, w in weights.items()}
+        for name, share in kept.items():
+            groups[name] = np.flatnonzero(species == name)
+            weights[name] = share
     total_w = sum(weights.values())
     n_sig_avail = len(groups["__signal__"])
     n_bkg_avail = sum(len(groups[k]) for k in weights)

@@ -4,7 +4,12 @@ The dataset's roles say which branch is which (``PreprocessedDataset.role_frame`
 
 * AMS: ``l1_charge`` -> :func:`~autopid.estimate.template_fit.l1_charge_efficiency`;
   MC (its L1 charge and MC truth ``truth_z_l1``) fixes the peak positions (up to a gain
-  fitted on the Data) and the tail of the charge shape.
+  fitted on the Data) and the tail of the charge shape. When the rows also carry
+  ``inner_charge`` (and optionally ``utof_charge`` and ``l1_ladder``), each sample's L1
+  charge is first calibrated per ladder on itself, without truth
+  (:func:`autopid.baselines.calibration.fit_l1_gains`), and the fitted gain is held within
+  +-3 %: raw Data gains a few per cent off make a free gain ambiguous by one charge unit
+  (15 x 1.03 ~ 16 x 0.968: the P peak read as S), which is what happened before.
 * ALICE: ``momentum`` and ``tpc_signal`` -> :func:`~autopid.estimate.template_fit.tpc_efficiency`;
   MC truth says which species are abundant enough to matter for the separation.
 
@@ -69,6 +74,30 @@ def role_values(frame: pd.DataFrame, roles: Sequence[str]) -> dict[str, np.ndarr
     return out
 
 
+CALIBRATED_GAIN_BOUNDS = (0.97, 1.03)  # within 1/(2 Z) of 1 at Z ~ 15: no one-unit ambiguity
+
+
+def calibrated_l1(frame: pd.DataFrame, z: int) -> tuple[np.ndarray, str] | None:
+    """The L1 charge of ``frame``'s rows calibrated per ladder on those rows (no truth), and
+    a note; None without an ``inner_charge`` role column to tag the sample with."""
+    from autopid.baselines.calibration import apply_l1_gains, fit_l1_gains
+
+    cols = {}
+    for r in ("l1_charge", "inner_charge", "utof_charge", "l1_ladder"):
+        for col in (ROLE_PREFIX + r, r):
+            if col in frame.columns:
+                cols[r] = frame[col].to_numpy(dtype=np.float64)
+                break
+    if "l1_charge" not in cols or "inner_charge" not in cols:
+        return None
+    rf = pd.DataFrame(cols)
+    gains = fit_l1_gains(rf, z=z)
+    if not np.isfinite(gains["global_gain"]) or gains["n_tagged"] < 50:
+        return None
+    return apply_l1_gains(rf, gains), (f"L1 charge calibrated per ladder on the same rows ({gains['n_tagged']} "
+                                       f"tagged, global gain {gains['global_gain']:.3f})")
+
+
 def _signal_charge(ds: Any, species: str) -> int | None:
     codes = ds.species_codes(species)
     return abs(int(codes[0])) if len(codes) == 1 else None
@@ -110,13 +139,21 @@ def estimate_efficiency(ds: Any, species: str, data: pd.DataFrame, selected: np.
         z = _signal_charge(ds, species)
         if z is None:
             return not_estimable(method, f"species {species!r} is not one nuclear charge")
+        cal = calibrated_l1(data, z)
         shape = None
         if mc_values is not None and "truth_z_l1" in mc.columns:  # type: ignore[union-attr]
             cache = {} if cache is None else cache
-            if "l1_shape" not in cache:  # depends on the MC rows only
-                cache["l1_shape"] = fit_l1_mc_shape(mc_values["l1_charge"], mc["truth_z_l1"].to_numpy(), z)  # type: ignore[index]
-            shape = cache["l1_shape"]
-        est = l1_charge_efficiency(values["l1_charge"], selected, z, mc_shape=shape)
+            key = "l1_shape_calibrated" if cal is not None else "l1_shape"
+            if key not in cache:  # depends on the MC rows only
+                mc_cal = calibrated_l1(mc, z) if cal is not None else None  # type: ignore[arg-type]
+                mc_l1 = mc_cal[0] if mc_cal is not None else mc_values["l1_charge"]
+                cache[key] = fit_l1_mc_shape(mc_l1, mc["truth_z_l1"].to_numpy(), z)  # type: ignore[index]
+            shape = cache[key]
+        l1 = cal[0] if cal is not None else values["l1_charge"]
+        est = l1_charge_efficiency(l1, selected, z, mc_shape=shape,
+                                   gain_bounds=CALIBRATED_GAIN_BOUNDS if cal is not None else None)
+        if cal is not None:
+            est.notes.append(cal[1])
         if shape is None:
             est.notes.append("no MC L1 charge with MC truth: free peak positions, default tail shape")
         return est

@@ -149,9 +149,10 @@ DEFAULT_L1_TAIL = {"power": 1.0, "tail_fraction": 0.03, "tail_slope": 2.0}
 
 
 def _l1_shape(x: np.ndarray, zs: np.ndarray, z_sig: float, a: float, b: float, w: float, power: float,
-              f: float, lam: float, lo: float, hi: float) -> np.ndarray:
-    """Density matrix [rows, components] normalised on [lo, hi]."""
-    mu = a + b * (zs - z_sig)
+              f: float, lam: float, lo: float, hi: float, leak_shift: float = 0.0) -> np.ndarray:
+    """Density matrix [rows, components] normalised on [lo, hi]; the component one charge
+    below the signal sits ``leak_shift`` higher (see :func:`l1_charge_efficiency`)."""
+    mu = a + b * (zs - z_sig) + np.where(zs == z_sig - 1, leak_shift, 0.0)
     s = w * (zs / z_sig) ** power
     pdf = _gauss_tail_pdf(x[:, None], mu[None, :], s[None, :], f, lam)
     norm = _gauss_tail_cdf(np.array([hi]), mu, s, f, lam) - _gauss_tail_cdf(np.array([lo]), mu, s, f, lam)
@@ -206,7 +207,8 @@ def _l1_components(x: np.ndarray, z_signal: int, span: int, min_fraction: float)
 def l1_charge_efficiency(l1_charge: np.ndarray, selected: np.ndarray, z_signal: int, *,
                          mc_shape: Mapping[str, float] | None = None, span: int = 3,
                          min_component_fraction: float = 0.005, min_signal_rows: float = 20.0,
-                         per_sample: bool = False) -> EfficiencyEstimate:
+                         per_sample: bool = False, gain_bounds: tuple[float, float] | None = None,
+                         leak_shift: bool = True) -> EfficiencyEstimate:
     """Estimated efficiency of ``selected`` for nuclei of charge ``z_signal`` from a template
     fit of the L1 charge of the same rows (see the module docstring).
 
@@ -219,6 +221,13 @@ def l1_charge_efficiency(l1_charge: np.ndarray, selected: np.ndarray, z_signal: 
         per_sample: the selected and the rejected rows get their own charge scale (centre)
             and width, the charge slope is shared: a selection correlated with the
             kinematics (on which the L1 charge depends a little) then biases nothing.
+        gain_bounds: range of the Data gain on MC's peak positions (with ``mc_shape``);
+            default 0.92-1.08, for an uncalibrated L1 charge.
+        leak_shift: the component one charge below the signal gets a free upward shift
+            (0-0.8 charge units): nuclei of charge Z-1 pass the inner-charge window of Z
+            only through an upward excursion that L1 shares in part, so their L1 peak sits
+            above Z-1 (on simulated AMS Data with Si:P = 100:3 they are a tenth of the
+            selected rows; a template at Z-1 leaves them to the signal component).
     """
     method = "template fit of the L1 charge (selected and rejected rows, shared shapes)"
     x_all = np.asarray(l1_charge, dtype=np.float64)
@@ -249,14 +258,16 @@ def l1_charge_efficiency(l1_charge: np.ndarray, selected: np.ndarray, z_signal: 
 
     # parameters: a scale per sample (with MC: the gain on MC's peak positions; else the
     # signal peak's centre), the slope (without MC only), a width per sample
+    shift = leak_shift and (z_signal - 1) in zs_list
     names = ["scale"] + (["scale_rejected"] if per_sample else []) + ([] if gain_only else ["slope"]) \
-        + ["width"] + (["width_rejected"] if per_sample else [])
+        + ["width"] + (["width_rejected"] if per_sample else []) + (["leak_shift"] if shift else [])
 
     def unpack(theta: np.ndarray) -> dict[str, float]:
         v = dict(zip(names, (float(t) for t in theta)))
         v.setdefault("scale_rejected", v["scale"])
         v.setdefault("width_rejected", v["width"])
         v.setdefault("slope", 1.0)
+        v.setdefault("leak_shift", 0.0)
         return v
 
     def density(theta: np.ndarray) -> list[np.ndarray]:
@@ -264,7 +275,7 @@ def l1_charge_efficiency(l1_charge: np.ndarray, selected: np.ndarray, z_signal: 
         out = []
         for c, scale, width in ((c_s, v["scale"], v["width"]), (c_r, v["scale_rejected"], v["width_rejected"])):
             a_, b_ = centre_slope(scale, v["slope"])
-            out.append(_l1_shape(c, zs, z_signal, a_, b_, width, power, f, lam, lo, hi))
+            out.append(_l1_shape(c, zs, z_signal, a_, b_, width, power, f, lam, lo, hi, v["leak_shift"]))
         return out
 
     # start the yields from the counts near each charge
@@ -273,9 +284,10 @@ def l1_charge_efficiency(l1_charge: np.ndarray, selected: np.ndarray, z_signal: 
         return c * max(len(xb), 1) / c.sum()
 
     w0 = min(max(w0 * 1.1, 0.1), 0.9)
-    start = {"scale": (1.0, (0.92, 1.08)) if gain_only else (float(z_signal), (z_signal - 0.45, z_signal + 0.45)),
+    start = {"scale": (1.0, gain_bounds or (0.92, 1.08)) if gain_only else (float(z_signal), (z_signal - 0.45, z_signal + 0.45)),
              "slope": (1.0, (0.85, 1.15)), "width": (w0, (0.08, 1.0))}
     start["scale_rejected"], start["width_rejected"] = start["scale"], start["width"]
+    start["leak_shift"] = (0.2, (0.0, 0.8))
     theta0, bounds = [start[n][0] for n in names], [start[n][1] for n in names]
     fit = fit_mixture(density, [len(x_s), len(x_r)], [len(zs), len(zs)], theta0, bounds, [counts(x_s), counts(x_r)],
                       weights=[w_s, w_r])
@@ -285,6 +297,8 @@ def l1_charge_efficiency(l1_charge: np.ndarray, selected: np.ndarray, z_signal: 
     a, b = centre_slope(v["scale"], v["slope"])
     w = v["width"]
     shape_extra: dict[str, Any] = {"gain_vs_mc": v["scale"]} if gain_only else {}
+    if shift:
+        shape_extra["leak_shift"] = v["leak_shift"]
     if per_sample:  # centre and width of the selected sample; the rejected one's next to them
         shape_extra.update({"centre_rejected": centre_slope(v["scale_rejected"], v["slope"])[0],
                             "width_rejected": v["width_rejected"]})

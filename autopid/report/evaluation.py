@@ -192,7 +192,9 @@ def _learned(ds: PreprocessedDataset, family: str, frames: Any, trials: int, see
     """XGBoost (and, for FSE, the imputation MLP), each tuned like the network is."""
     from autopid.baselines import tune_baseline
 
-    train, val = frames.train, frames.validation
+    # an MDA dataset: the baselines read the charges the MDA reads, gain-calibrated per domain
+    calibrate = core.charge_calibrator(ds) if family == "mda" else (lambda f, d: f)
+    train, val = calibrate(frames.train, "mc"), calibrate(frames.validation, "mc")
     y, y_val = train["y"].to_numpy().copy(), val["y"].to_numpy().copy()  # writable: torch takes them
     if len(np.unique(y)) < 2 or len(np.unique(y_val)) < 2:
         return []
@@ -204,7 +206,7 @@ def _learned(ds: PreprocessedDataset, family: str, frames: Any, trials: int, see
     for name, kind in kinds:
         model, info = tune_baseline(kind, train, y, val, y_val, trials, seed, columns=cols,  # type: ignore[arg-type]
                                     normaliser=ds.normaliser, epochs=5)
-        out.append(Baseline(name, lambda f, d, m=model: m.predict(f), float(model.threshold), info))
+        out.append(Baseline(name, lambda f, d, m=model: m.predict(calibrate(f, d)), float(model.threshold), info))
     return out
 
 

@@ -25,7 +25,8 @@ class InMemoryDataset(PreprocessedDataset):
 
     def frame(self, split: str, domain: str, columns: Sequence[str] | None = None) -> pd.DataFrame:
         cached = self._frames.get((split, domain))
-        if cached is None:
+        # columns the shared frame does not hold (auxiliary branches read through roles): from disk
+        if cached is None or (columns is not None and not set(columns) <= set(cached.columns)):
             return super().frame(split, domain, columns)
         # a shallow copy: callers add columns (y, domain) without touching the shared frame
         return cached.copy(deep=False) if columns is None else cached[list(columns)].copy(deep=False)

@@ -27,6 +27,12 @@ class TrainingSpec(StrictModel):
         "estimated without truth from the model's score at the end of the warm-up (MLLS, arXiv:2003.04475); "
         "None: on when adapting (lambda_max > 0)",
     )
+    species_matching: bool | None = Field(
+        default=None,
+        description="MDA (AMS): weight the MC rows of the domain loss and of the class-matched domain accuracy "
+        "to the Data composition by nuclear charge, estimated without truth by a template fit of the L1 charge "
+        "(autopid.calibration.species_mix); it replaces the signal/background label-shift weights. None: on "
+        "when adapting and the dataset maps an l1_charge role")
     charge_calibration: bool = Field(
         default=True,
         description="MDA: fit the tracker charge gain map of each domain on its train split (truth-free, "
@@ -77,4 +83,6 @@ class TrainConfig(StrictModel):
     def _domain_head(self) -> TrainConfig:
         if self.training.label_shift_weighting is True and self.training.lambda_max == 0:
             raise ValueError("training.label_shift_weighting needs training.lambda_max > 0")
+        if self.training.species_matching is True and self.training.lambda_max == 0:
+            raise ValueError("training.species_matching needs training.lambda_max > 0")
         return self

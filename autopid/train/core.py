@@ -7,7 +7,7 @@ family is ``mda``: an FSE process never loads them.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields, is_dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -106,6 +106,28 @@ def charge_calibration(ds: PreprocessedDataset) -> ChargeCalibration:
         _CALIBRATIONS.clear()  # one cache entry at a time is what a process trains on
         _CALIBRATIONS[key] = fit_charge_calibration(ds, split="train")
     return _CALIBRATIONS[key]
+
+
+def charge_calibrator(ds: PreprocessedDataset) -> Callable[[pd.DataFrame, str], pd.DataFrame]:
+    """``(frame, domain) -> frame`` with the tracker and TOF charges calibrated by the
+    dataset's truth-free gain maps (those an MDA trains with): what the learned baselines of
+    an MDA dataset read, so that they do not lose on Data by a miscalibration the MDA does
+    not see."""
+    from autopid.data.mda import calibrated_columns
+
+    cal = charge_calibration(ds)
+
+    def apply(frame: pd.DataFrame, domain: str) -> pd.DataFrame:
+        return frame.assign(**calibrated_columns(frame, ds, cal, domain)) if len(frame) else frame
+
+    return apply
+
+
+def data_species_composition(ds: PreprocessedDataset, species: str) -> dict[int, float] | None:
+    """The Data composition by nuclear charge (truth-free; AMS with an ``l1_charge`` role)."""
+    from autopid.calibration.species_mix import data_composition
+
+    return data_composition(ds, species)
 
 
 def rigidity_reweighter(ds: PreprocessedDataset, mc_train: pd.DataFrame) -> RigidityReweighter:
@@ -301,14 +323,17 @@ def predict_frame(model: nn.Module, family: str, frame: pd.DataFrame, ds: Prepro
 
 def validation_metrics(model: nn.Module, family: str, frames: Frames, ds: PreprocessedDataset,
                        seed: int = 0, *, reweighter: RigidityReweighter | None = None,
-                       label_shift_method: str = "mlls", data_fraction: float | None = None) -> dict[str, float]:
+                       label_shift_method: str = "mlls", data_fraction: float | None = None,
+                       species_weights: np.ndarray | None = None) -> dict[str, float]:
     """Validation metrics that never read hidden truth: MC AUC and F1; the Data signal
     fraction estimated from the score (``data_signal_fraction``); and how well a small
     classifier tells Data from MC on the model's features: ``domain_accuracy`` on
     class-matched samples (MC weighted to the estimated Data class mix and, with a
     ``reweighter``, to the Data rigidity spectrum), ``domain_accuracy_raw`` without the
     matching, ``domain_confusion = 1 - 2 |domain_accuracy - 0.5|``. ``data_fraction``: the
-    Data signal fraction to match (default: this model's estimate, ``data_signal_fraction``)."""
+    Data signal fraction to match (default: this model's estimate, ``data_signal_fraction``).
+    ``species_weights`` (per validation-MC row, :mod:`autopid.calibration.species_mix`) match
+    the Data composition by species instead: the signal fraction then follows from them."""
     mc = predict_frame(model, family, frames.validation, ds)
     y = frames.validation["y"].to_numpy()
     cut = best_f1_threshold(y, mc["score"])
@@ -321,6 +346,9 @@ def validation_metrics(model: nn.Module, family: str, frames: Frames, ds: Prepro
         out["data_signal_fraction"] = est["fraction"]
         out["mc_signal_fraction"] = est["mc_fraction"]
         match = est["fraction"] if data_fraction is None else float(data_fraction)
+        if species_weights is not None:
+            w_r = np.asarray(species_weights, dtype=np.float64) * (1.0 if w_r is None else w_r)
+            match = float(np.sum(w_r * y) / max(np.sum(w_r), 1e-12))
         out["data_signal_fraction_matched"] = match
         out["domain_accuracy"] = class_matched_domain_accuracy(mc["features"], data["features"], y, match,
                                                                mc_weights=w_r, seed=seed)

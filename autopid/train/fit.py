@@ -16,10 +16,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from autopid._logging import get_logger
 from autopid.calibration.label_shift import label_weights
 from autopid.data import PreprocessedDataset
 from autopid.train import core
 from autopid.train.config import TrainConfig
+
+_log = get_logger(__name__)
 
 
 @dataclass
@@ -78,6 +81,23 @@ def fit(
         reweighter = core.rigidity_reweighter(ds, frames.train[is_mc])
     row_w = core.mc_rigidity_weights(reweighter, ds, frames.train)
     label_shift = adapt if t.label_shift_weighting is None else bool(t.label_shift_weighting)
+    # the Data composition by charge (silicon is a quarter of the Data background, a few per
+    # cent of MC's): MC weighted to it, so that the domain head does not learn silicon
+    val_species_w = None
+    composition = core.data_species_composition(ds, cfg.species) \
+        if mda and adapt and t.species_matching is not False else None
+    if composition is not None:
+        from autopid.calibration.species_mix import species_weights
+
+        is_mc = frames.train["domain"].to_numpy() < 0.5
+        row_w = np.ones(len(frames.train)) if row_w is None else np.asarray(row_w, dtype=np.float64).copy()
+        row_w[is_mc] *= species_weights(frames.train["truth_label"].to_numpy()[is_mc], composition, row_w[is_mc])
+        val_species_w = species_weights(frames.validation["truth_label"].to_numpy(), composition,
+                                        core.mc_rigidity_weights(reweighter, ds, frames.validation))
+        label_shift = False
+    elif t.species_matching:
+        _log.warning("species_matching: the Data composition cannot be estimated for %s; "
+                     "using the signal/background label-shift weights", ds.path)
     # source-only warm-up (never all the epochs): its model estimates the Data class mix,
     # which is then kept, as the adapted features would bias it
     warmup = min(t.adaptation_warmup_epochs, t.epochs - 1) if adapt else 0
@@ -110,7 +130,8 @@ def fit(
         train_seconds = time.perf_counter() - t0
         sched.step()
         metrics = core.validation_metrics(_unwrap(model), family, frames, ds, seed=t.seed, reweighter=reweighter,
-                                          label_shift_method=t.label_shift_method, data_fraction=state.data_fraction)
+                                          label_shift_method=t.label_shift_method, data_fraction=state.data_fraction,
+                                          species_weights=val_species_w)
         if adapt and state.data_fraction is None and epoch + 1 >= max(warmup, 1) and np.isfinite(
                 metrics.get("data_signal_fraction", np.nan)):
             state.data_fraction = float(metrics["data_signal_fraction"])
