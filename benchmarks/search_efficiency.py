@@ -37,8 +37,9 @@ def _space(root: Path, dataset: Path, seed: int, trials: int, method: str, famil
         "studies": [STUDY[family]],
         "params": shipped["params"],
         "budget": {"num_samples": trials},
-        "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2} if method == "tpe+asha"
-        else {"type": "none"},
+        # TPE + ASHA with the space's own ASHA settings; random search runs every trial to the end
+        "scheduler": {"type": "asha", **{k: v for k, v in (shipped.get("scheduler") or {}).items() if k != "type"}}
+        if method == "tpe+asha" else {"type": "none"},
         "sampler": "tpe" if method == "tpe+asha" else "random",
         "seed": seed if method == "tpe+asha" else 1000 + seed,  # not the same first draws
     }
