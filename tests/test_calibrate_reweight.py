@@ -238,6 +238,11 @@ def test_species_weights_give_mc_the_data_composition() -> None:
     for charge, p in comp.items():  # among the covered charges, the Data fractions
         assert abs(w[z == charge].sum() / w[covered].sum() - p) < 1e-9
     assert abs(w.sum() / base.sum() - 1) < 1e-9  # the mean weight is kept
+    # template-fit yields need not sum to 1: only their proportions count
+    np.testing.assert_allclose(species_weights(z, {k: 40 * v for k, v in comp.items()}, base), f)
+    # a charge MC nearly lacks: its factor is clipped at 50, and the mean weight still kept
+    rare = species_weights(np.r_[np.full(999, 15), [14]], {14: 0.5, 15: 0.5})
+    assert rare[-1] / rare[0] == pytest.approx(50 / (0.5 / 0.999)) and rare.mean() == pytest.approx(1.0)
     np.testing.assert_allclose(f[z == 18], f[z == 18][0])  # an uncovered charge keeps one factor
     # signed codes (antiparticles) and no base weights work too
     f2 = species_weights(-z, comp)

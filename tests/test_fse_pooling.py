@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from autopid.data import FSEDataset, PreprocessedDataset, sample_mc
+from autopid.data import PreprocessedDataset, sample_mc
 from autopid.models import FSEAttention
 from autopid.publish.onnx_export import export_model
 from autopid.testing import write_run_dir
@@ -74,34 +74,6 @@ def test_per_feature_value_input_gives_each_feature_its_own_slope() -> None:
     assert used == set(range(7))
     slope_grad = first.weight.grad[:, 8:].abs().sum(0)
     assert (slope_grad[:7] > 0).all() and slope_grad[7] == 0
-
-
-OPTIONS = [{"pooling": "scalar"}, {"pooling": "channel"},
-           {"pooling": "channel", "value_input": "per_feature", "norm_first": True}]
-
-
-@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: "-".join(str(v) for v in o.values()))
-def test_options_are_order_and_batch_independent(alice_ds: PreprocessedDataset, options: dict) -> None:
-    frame = sample_mc(alice_ds, "train", "proton", max_rows=500)
-    fse = FSEDataset(frame, alice_ds.normaliser)
-    torch.manual_seed(1)
-    model = FSEAttention(num_features=fse.num_features, **options).eval()
-    n_present = fse.present.sum(1)
-    sparse = int(torch.argmin(n_present))
-    dense = int(torch.argmax(n_present))
-    assert n_present[sparse] < n_present[dense]
-    with torch.no_grad():
-        alone, mixed = fse[[sparse]], fse[[sparse, dense]]
-        a = model(alone["feature_ids"], alone["values"], alone["padding_mask"]).logits[0]
-        b = model(mixed["feature_ids"], mixed["values"], mixed["padding_mask"]).logits[0]
-        assert torch.allclose(a, b, atol=1e-5)
-        batch = fse[list(range(32))]
-        ref = model(batch["feature_ids"], batch["values"], batch["padding_mask"]).logits
-        n = (~batch["padding_mask"]).sum(1)
-        width = batch["feature_ids"].shape[1]
-        perm = torch.stack([torch.cat([torch.randperm(int(k)), torch.arange(int(k), width)]) for k in n])
-        shuffled = [batch[k].gather(1, perm) for k in ("feature_ids", "values", "padding_mask")]
-        assert torch.allclose(ref, model(*shuffled).logits, atol=1e-5)
 
 
 def test_build_model_takes_the_pooling_from_the_config(alice_ds: PreprocessedDataset) -> None:

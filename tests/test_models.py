@@ -50,12 +50,16 @@ def test_fse_forward_backward_every_missing_pattern(alice_ds: PreprocessedDatase
         assert batch["feature_ids"].shape[1] == sum(pattern)
 
 
-@pytest.mark.parametrize("pooling", ["scalar", "channel"])
-def test_fse_permutation_and_batch_invariance(alice_ds: PreprocessedDataset, pooling: str) -> None:
+FSE_OPTIONS = [{"pooling": "scalar"}, {"pooling": "channel"},
+               {"pooling": "channel", "value_input": "per_feature", "norm_first": True}]
+
+
+@pytest.mark.parametrize("options", FSE_OPTIONS, ids=lambda o: "-".join(str(v) for v in o.values()))
+def test_fse_permutation_and_batch_invariance(alice_ds: PreprocessedDataset, options: dict) -> None:
     frame, groups = _patterns(alice_ds)
     fse = FSEDataset(frame, alice_ds.normaliser)
     torch.manual_seed(0)
-    model = FSEAttention(num_features=fse.num_features, pooling=pooling).eval()
+    model = FSEAttention(num_features=fse.num_features, **options).eval()
     sparse = next(idx[0] for pat, idx in groups.items() if sum(pat) < max(map(sum, groups)))
     full = [int(idx[0]) for pat, idx in groups.items() if pat != tuple(fse.present[int(sparse)].tolist())]
     alone = fse[[int(sparse)]]

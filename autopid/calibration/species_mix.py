@@ -80,9 +80,12 @@ def _fit(ds: Any, species: str, seed: int) -> dict[int, float] | None:
 
 def species_weights(truth_label: np.ndarray, composition: dict[int, float],
                     base_weights: np.ndarray | None = None) -> np.ndarray:
-    """Per-MC-row factors ``p_Data(Z) / p_MC(Z)`` (``p_MC`` over these rows, weighted by
-    ``base_weights``), normalised so that the weighted mean stays that of ``base_weights``.
+    """Per-MC-row factors ``p_Data(Z) / p_MC(Z)`` (``composition`` taken as proportions;
+    ``p_MC`` over these rows, weighted by ``base_weights``), clipped to [0.02, 50] and
+    normalised so that the weighted mean stays that of ``base_weights``.
     Rows of a charge the composition does not cover keep factor 1."""
+    total_p = sum(composition.values())
+    composition = {k: v / total_p for k, v in composition.items()} if total_p > 0 else composition
     z = np.abs(np.asarray(truth_label, dtype=np.float64)).astype(np.int64)
     w = np.ones(len(z)) if base_weights is None else np.asarray(base_weights, dtype=np.float64)
     total = max(float(w.sum()), 1e-12)

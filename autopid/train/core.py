@@ -123,13 +123,6 @@ def charge_calibrator(ds: PreprocessedDataset) -> Callable[[pd.DataFrame, str], 
     return apply
 
 
-def data_species_composition(ds: PreprocessedDataset, species: str) -> dict[int, float] | None:
-    """The Data composition by nuclear charge (truth-free; AMS with an ``l1_charge`` role)."""
-    from autopid.calibration.species_mix import data_composition
-
-    return data_composition(ds, species)
-
-
 def rigidity_reweighter(ds: PreprocessedDataset, mc_train: pd.DataFrame) -> RigidityReweighter:
     """Data/MC density ratio in log10|R|: the MC training rows (as sampled, with their
     signal fraction and background mix) against the whole Data train split."""

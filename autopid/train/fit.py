@@ -84,11 +84,12 @@ def fit(
     # the Data composition by charge (silicon is a quarter of the Data background, a few per
     # cent of MC's): MC weighted to it, so that the domain head does not learn silicon
     val_species_w = None
-    composition = core.data_species_composition(ds, cfg.species) \
-        if mda and adapt and t.species_matching is not False else None
-    if composition is not None:
-        from autopid.calibration.species_mix import species_weights
+    composition = None
+    if mda and adapt and t.species_matching is not False:
+        from autopid.calibration.species_mix import data_composition, species_weights
 
+        composition = data_composition(ds, cfg.species)
+    if composition is not None:
         is_mc = frames.train["domain"].to_numpy() < 0.5
         row_w = np.ones(len(frames.train)) if row_w is None else np.asarray(row_w, dtype=np.float64).copy()
         row_w[is_mc] *= species_weights(frames.train["truth_label"].to_numpy()[is_mc], composition, row_w[is_mc])
