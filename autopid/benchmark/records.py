@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -148,10 +148,6 @@ def write_records(path: Path, records: Sequence[dict[str, Any]]) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text("[\n" + ",\n".join(lines) + ("\n" if lines else "") + "]\n")
     tmp.replace(path)
-
-
-def asdicts(ms: Iterable[Measurement]) -> list[dict[str, Any]]:
-    return [asdict(m) for m in ms]
 
 
 def irreducible_limit(y: np.ndarray, frag: np.ndarray, efficiency: float = 0.9) -> float | None:
