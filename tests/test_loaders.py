@@ -63,6 +63,25 @@ def test_fse_batches_mix_missing_patterns(alice_cache: PreprocessResult) -> None
     assert batch["y"].shape == (256,) and batch["has_label"].all()
 
 
+def test_fse_loader_gives_the_batches_of_a_seeded_dataloader(alice_cache: PreprocessResult) -> None:
+    from torch.utils.data import BatchSampler, DataLoader, RandomSampler
+
+    ds = PreprocessedDataset(alice_cache.path)
+    fse = FSEDataset(sample_mc(ds, "train", "proton", max_rows=700), ds.normaliser)
+    gen = torch.Generator().manual_seed(9)
+    ref = DataLoader(fse, sampler=BatchSampler(RandomSampler(fse, generator=gen), batch_size=128, drop_last=False),
+                     batch_size=None, collate_fn=lambda b: b)
+    loader = fse_dataloader(fse.to("cpu"), batch_size=128, seed=9)
+    got, want = list(loader), list(ref)
+    assert len(got) == len(want) == len(loader) == 6
+    for a, b in zip(got, want):
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    again = list(loader)  # a new order on each pass
+    assert not torch.equal(again[0]["values"], got[0]["values"])
+    assert len(fse_dataloader(fse, batch_size=128, drop_last=True)) == 5
+
+
 def test_fse_data_rows_are_unlabelled(alice_cache: PreprocessResult) -> None:
     ds = PreprocessedDataset(alice_cache.path)
     data = sample_data(ds, "train", max_rows=300)

@@ -111,9 +111,13 @@ def test_vectorised_graphs_match_per_event_graphs(tracks: int) -> None:
         assert np.array_equal(e, e_old) and np.array_equal(k, k_old)  # even the order is kept
 
 
+@pytest.mark.parametrize("on_device", [False, True], ids=["host", "device"])
 @pytest.mark.parametrize("shuffle", [False, True])
-def test_vectorised_batches_match_per_event_batches(shuffle: bool) -> None:
+def test_vectorised_batches_match_per_event_batches(shuffle: bool, on_device: bool) -> None:
     ds = synthetic(2, n=250, seed=1)
+    if on_device:  # the torch collation a GPU uses, run on the CPU
+        ds.to("cpu")
+        assert ds._on_device is not None
     new = list(mda_dataloader(ds, batch_size=32, shuffle=shuffle, seed=5))
     old = old_batches(ds, 32, shuffle, seed=5)
     assert len(new) == len(old) == 8

@@ -7,26 +7,30 @@ mask marks the filler.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import Dataset
 
+from autopid.data._transfer import int64_to
 from autopid.features import Normaliser
 
 Batch = dict[str, torch.Tensor]
 
 
-def to_pairs(values: torch.Tensor, present: torch.Tensor) -> Batch:
+def to_pairs(values: torch.Tensor, present: torch.Tensor, length: int | None = None) -> Batch:
     """Compact ``[B, F]`` values with a presence mask into ``[B, L]`` pairs.
 
     Present features come first, in feature order; ``L`` is the largest number of
-    present features in the batch.
+    present features in the batch (``length`` when the caller knows it: on a GPU, working
+    it out here would wait for the device).
     """
-    n_present = present.sum(dim=1)
-    length = max(int(n_present.max()) if len(n_present) else 0, 1)
+    if length is None:
+        n_present = present.sum(dim=1)
+        length = int(n_present.max()) if len(n_present) else 0
+    length = max(length, 1)
     order = torch.argsort((~present).to(torch.int8), dim=1, stable=True)[:, :length]
     return {
         "feature_ids": order,
@@ -36,12 +40,17 @@ def to_pairs(values: torch.Tensor, present: torch.Tensor) -> Batch:
 
 
 class FSEDataset(Dataset[Batch]):
-    """Normalised features of a frame, fetched a whole batch of indices at a time."""
+    """Normalised features of a frame, fetched a whole batch of indices at a time.
+
+    :meth:`to` moves the features to a device once (a GPU): batches are then gathered
+    there and nothing crosses the bus per step but the indices.
+    """
 
     def __init__(self, frame: pd.DataFrame, normaliser: Normaliser, columns: Sequence[str] | None = None) -> None:
         self.columns = list(normaliser.columns if columns is None else columns)
         x = normaliser.transform(frame, self.columns)
         present = np.isfinite(x)
+        self.n_present = present.sum(axis=1)  # on the host: the batch's set length without a device sync
         self.values = torch.from_numpy(np.where(present, x, 0.0).astype(np.float32))
         self.present = torch.from_numpy(present)
         n = len(frame)
@@ -51,6 +60,16 @@ class FSEDataset(Dataset[Batch]):
         dom = frame["domain"].to_numpy(np.float32, copy=True) if "domain" in frame else np.zeros(n, np.float32)
         self.domain = torch.from_numpy(dom)
 
+    def to(self, device: torch.device | str) -> FSEDataset:
+        """Move the features and labels to ``device`` (in place); returns the dataset."""
+        for name in ("values", "present", "has_label", "y", "domain"):
+            setattr(self, name, getattr(self, name).to(device))
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.values.device
+
     @property
     def num_features(self) -> int:
         return len(self.columns)
@@ -58,24 +77,46 @@ class FSEDataset(Dataset[Batch]):
     def __len__(self) -> int:
         return len(self.values)
 
-    def __getitem__(self, index: int | Sequence[int]) -> Batch:  # type: ignore[override]
-        idx = torch.as_tensor(index if not isinstance(index, int) else [index], dtype=torch.long)
-        batch = to_pairs(self.values[idx], self.present[idx])
+    def __getitem__(self, index: int | Sequence[int] | np.ndarray | torch.Tensor) -> Batch:  # type: ignore[override]
+        host = np.asarray(index if not isinstance(index, int) else [index], dtype=np.int64).reshape(-1)
+        length = int(self.n_present[host].max()) if len(host) else 0
+        (idx,) = int64_to(self.device, host)
+        batch = to_pairs(self.values[idx], self.present[idx], length)
         batch.update(y=self.y[idx], domain=self.domain[idx], has_label=self.has_label[idx])
         return batch
 
 
+class FSELoader:
+    """Batches of an :class:`FSEDataset` by slices of one (seeded) permutation per pass,
+    the batches that ``DataLoader(BatchSampler(RandomSampler(generator)))`` gives, without
+    a Python list of indices per batch."""
+
+    def __init__(self, dataset: FSEDataset, *, batch_size: int, shuffle: bool, generator: torch.Generator,
+                 drop_last: bool = False) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.generator = generator
+        self.drop_last = drop_last
+
+    def __len__(self) -> int:
+        n = len(self.dataset)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        n = len(self.dataset)
+        order = torch.randperm(n, generator=self.generator).numpy() if self.shuffle else np.arange(n)
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            yield self.dataset[order[start : start + self.batch_size]]
+
+
 def fse_dataloader(
     dataset: FSEDataset, *, batch_size: int = 64, shuffle: bool = True, seed: int = 0, drop_last: bool = False
-) -> DataLoader[Batch]:
+) -> FSELoader:
     """Batches of pairs: dicts of ``feature_ids``, ``values``, ``padding_mask`` ``[B, L]``
-    and ``y``, ``domain``, ``has_label`` ``[B]``."""
+    and ``y``, ``domain``, ``has_label`` ``[B]``, on the dataset's device. Same seed,
+    same batches."""
     gen = torch.Generator().manual_seed(seed)
-    base = RandomSampler(dataset, generator=gen) if shuffle else SequentialSampler(dataset)
-    sampler = BatchSampler(base, batch_size=batch_size, drop_last=drop_last)
-    return DataLoader(dataset, sampler=sampler, batch_size=None, collate_fn=_identity)
-
-
-def _identity(batch: Batch) -> Batch:
-    # module level, so the loader pickles when num_workers > 0
-    return batch
+    return FSELoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=gen, drop_last=drop_last)

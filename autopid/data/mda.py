@@ -24,6 +24,7 @@ from torch.utils.data import Dataset, Subset
 from torch_geometric.data import Batch, Data
 
 from autopid.calibration.gains import ChargeCalibration
+from autopid.data._transfer import int64_to
 from autopid.data.dataset import PreprocessedDataset
 from autopid.errors import ConfigError
 
@@ -128,6 +129,7 @@ class MDADataset(Dataset[Data]):
         self.domain = frame["domain"].to_numpy(np.float32, copy=True) if "domain" in frame else np.zeros(n, np.float32)
         # per-row weight of the losses (rigidity reweighting of MC rows; 1 by default)
         self.weight = np.ones(n, np.float32) if weights is None else np.asarray(weights, np.float32).reshape(n).copy()
+        self._on_device: dict[str, torch.Tensor] | None = None  # see to()
         self._build_graphs()
 
     def _build_graphs(self) -> None:
@@ -218,9 +220,27 @@ class MDADataset(Dataset[Data]):
         weight = getattr(self, "weight", None)  # datasets made field by field may lack it
         return np.ones(len(self), np.float32) if weight is None else weight
 
+    _PER_EVENT = ("image", "rigidity", "tof", "y", "domain", "has_label")
+
+    def to(self, device: torch.device | str) -> MDADataset:
+        """Keep the graphs and per-event arrays of every event on ``device`` (a GPU): each
+        batch is then collated there, and only its index arrays cross the bus."""
+        names = ("node_x", "edge_index", "edge_type", *self._PER_EVENT)
+        self._on_device = {name: torch.from_numpy(getattr(self, name)).to(device) for name in names}
+        self._on_device["weight"] = torch.from_numpy(self._weight()).to(device)
+        return self
+
     def batch(self, index: Sequence[int] | np.ndarray) -> Batch:
         """The events ``index`` collated into one PyG ``Batch``, as
-        ``Batch.from_data_list([self[i] for i in index])`` would, without the ``Data`` objects."""
+        ``Batch.from_data_list([self[i] for i in index])`` would, without the ``Data`` objects:
+        with NumPy on the host, or with torch on the device of :meth:`to`, where the sizes
+        are worked out on the host from the per-event counts, so that collating never
+        waits for the device."""
+        if getattr(self, "_on_device", None) is None:
+            return self._batch_host(index)
+        return self._batch_device(index)
+
+    def _batch_host(self, index: Sequence[int] | np.ndarray) -> Batch:
         idx = np.asarray(index, dtype=np.int64).reshape(-1)
         b = len(idx)
         n_nodes = self.node_count[idx]
@@ -232,9 +252,6 @@ class MDADataset(Dataset[Data]):
         # np.take keeps [2, E] row-major (fancy indexing on axis 1 would not: slow message passing)
         edge_index = np.take(self.edge_index, edge_sel, axis=1)
         edge_index += np.repeat(ptr[:-1], n_edges)
-        graphs = torch.arange(b + 1)
-        zeros = torch.zeros(b, dtype=torch.long)
-        t_ptr, t_eptr = torch.from_numpy(ptr), torch.from_numpy(eptr)
         out = type.__call__(
             _DATA_BATCH,
             x=torch.from_numpy(self.node_x[node_sel]),
@@ -248,16 +265,59 @@ class MDADataset(Dataset[Data]):
             has_label=torch.from_numpy(self.has_label[idx]),
             weight=torch.from_numpy(self._weight()[idx]),
             batch=torch.from_numpy(np.repeat(np.arange(b, dtype=np.int64), n_nodes)),
-            ptr=t_ptr,
+            ptr=torch.from_numpy(ptr),
         )
-        # what Batch.from_data_list records, so get_example / to_data_list keep working
-        out._num_graphs = b
-        out._slice_dict = {"x": t_ptr, "edge_index": t_eptr, "edge_type": t_eptr, "image": graphs,
-                           "rigidity": graphs, "tof": graphs, "y": graphs, "domain": graphs, "has_label": graphs,
-                           "weight": graphs}
-        out._inc_dict = {k: zeros for k in out._slice_dict}
-        out._inc_dict["edge_index"] = t_ptr[:-1]
-        return out
+        return _with_slices(out, ptr, eptr)
+
+    def _batch_device(self, index: Sequence[int] | np.ndarray) -> Batch:
+        idx = np.asarray(index, dtype=np.int64).reshape(-1)
+        b = len(idx)
+        n_nodes = self.node_count[idx]
+        n_edges = self.edge_count[idx]
+        ptr = _offsets(n_nodes)
+        eptr = _offsets(n_edges)
+        t = self._on_device
+        assert t is not None
+        dev = t["node_x"].device
+
+        idx_t, n_nodes_t, n_edges_t, ptr_t, node_shift, edge_shift = int64_to(
+            dev, idx, n_nodes, n_edges, ptr, self.node_ptr[idx] - ptr[:-1], self.edge_ptr[idx] - eptr[:-1])
+        node_sel = _ranges_t(node_shift, n_nodes_t, int(ptr[-1]))
+        edge_sel = _ranges_t(edge_shift, n_edges_t, int(eptr[-1]))
+        # index_select keeps [2, E] row-major (fancy indexing on dim 1 would not: slow message passing)
+        edge_index = t["edge_index"].index_select(1, edge_sel)
+        edge_index += torch.repeat_interleave(ptr_t[:-1], n_edges_t, output_size=int(eptr[-1]))
+        out = type.__call__(
+            _DATA_BATCH,
+            x=t["node_x"].index_select(0, node_sel),
+            edge_index=edge_index,
+            edge_type=t["edge_type"].index_select(0, edge_sel),
+            **{name: t[name][idx_t] for name in (*self._PER_EVENT, "weight")},
+            batch=torch.repeat_interleave(torch.arange(b, device=dev), n_nodes_t, output_size=int(ptr[-1])),
+            ptr=ptr_t,
+        )
+        return _with_slices(out, ptr, eptr)
+
+
+def _with_slices(out: Batch, ptr: np.ndarray, eptr: np.ndarray) -> Batch:
+    """Record what ``Batch.from_data_list`` records, so that ``get_example`` and
+    ``to_data_list`` keep working."""
+    b = len(ptr) - 1
+    graphs = torch.arange(b + 1)
+    h_ptr, h_eptr = torch.from_numpy(ptr), torch.from_numpy(eptr)
+    out._num_graphs = b
+    out._slice_dict = {"x": h_ptr, "edge_index": h_eptr, "edge_type": h_eptr, "image": graphs, "rigidity": graphs,
+                       "tof": graphs, "y": graphs, "domain": graphs, "has_label": graphs, "weight": graphs}
+    out._inc_dict = {k: torch.zeros(b, dtype=torch.long) for k in out._slice_dict}
+    out._inc_dict["edge_index"] = h_ptr[:-1]
+    return out
+
+
+def _ranges_t(shift: torch.Tensor, counts: torch.Tensor, total: int) -> torch.Tensor:
+    """:func:`_ranges` on tensors, ``shift = starts - (cumsum(counts) - counts)``; ``total``
+    is ``counts.sum()``, known on the host."""
+    return torch.repeat_interleave(shift, counts, output_size=total) + torch.arange(
+        total, dtype=torch.long, device=counts.device)
 
 
 class MDALoader:

@@ -233,7 +233,8 @@ def train_epoch(
     amp = mixed_precision and device.type == "cuda"
     model.train()
     bce = nn.functional.binary_cross_entropy_with_logits
-    totals = {"loss": 0.0, "loss_class": 0.0, "loss_domain": 0.0}
+    # running sums stay on the device: one sync per epoch, not three per step
+    totals = {k: torch.zeros((), device=device) for k in ("loss", "loss_class", "loss_domain")}
     seen, steps, lam = 0, 0, 0.0
     w_t = torch.as_tensor(label_weights, dtype=torch.float32, device=device) if label_weights is not None else None
     for step, batch in enumerate(loader):
@@ -245,13 +246,12 @@ def train_epoch(
         out = _float32(out)
         y, has, dom = _get(batch, "y"), _get(batch, "has_label"), _get(batch, "domain")
         row_w = _weight_of(batch)
-        if not has.any():
-            loss_cls = out.logits.sum() * 0.0
-        elif weight_classifier and row_w is not None:
-            w_cls = row_w[has]
-            loss_cls = (bce(out.logits[has], y[has], reduction="none") * w_cls).sum() / w_cls.sum().clamp_min(1e-12)
-        else:
-            loss_cls = bce(out.logits[has], y[has])
+        # the mean over the labelled rows as a masked sum (a boolean index would sync the
+        # device); a batch of Data rows alone gives 0
+        w_cls = has.to(out.logits.dtype)
+        if weight_classifier and row_w is not None:
+            w_cls = w_cls * row_w.to(w_cls.dtype)
+        loss_cls = (bce(out.logits, y, reduction="none") * w_cls).sum() / w_cls.sum().clamp_min(1e-12)
         loss = loss_cls
         loss_dom = torch.zeros((), device=device)
         if lambda_max > 0 and out.domain_logits is not None:
@@ -263,12 +263,12 @@ def train_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        totals["loss"] += loss.item()
-        totals["loss_class"] += loss_cls.item()
-        totals["loss_domain"] += loss_dom.item()
+        totals["loss"] += loss.detach()
+        totals["loss_class"] += loss_cls.detach()
+        totals["loss_domain"] += loss_dom.detach()
         seen += int(y.shape[0])
         steps += 1
-    out_ = {k: v / max(steps, 1) for k, v in totals.items()}
+    out_ = {k: float(v) / max(steps, 1) for k, v in totals.items()}
     out_.update(lambda_=lam, events=float(seen))
     return out_
 

@@ -104,7 +104,9 @@ def fit(
     warmup = min(t.adaptation_warmup_epochs, t.epochs - 1) if adapt else 0
     y_train = frames.train["y"].to_numpy()
     labelled = np.isfinite(y_train)
-    opt = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    # one fused kernel per step on a GPU, where the step is bound by kernel launches
+    opt = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay,
+                           fused=True if device.type == "cuda" else None)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=t.lr_decay)
     state = FitState()
     if resume is not None:
@@ -116,6 +118,8 @@ def fit(
         model = wrap(model)
     dataset = core.make_dataset(family, train_frame, ds, calibration=calibration,
                                 weights=None if row_w is None else row_w[rank::world_size])
+    if device.type != "cpu":  # the whole training sample lives on the GPU: batches are gathered there
+        dataset = dataset.to(device)
     steps = core.batches_per_epoch(len(dataset), t.batch_size)
     ran = False
     while not _finished(state, t.epochs, t.early_stopping_patience):
