@@ -183,47 +183,29 @@ def _attention(backend: str) -> Iterator[None]:
         fse._attention_kernels = own
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", default="/tmp/autopid-bench-gpu", help="where the simulated data and cache live")
-    ap.add_argument("--prepare", action="store_true", help="only simulate and preprocess the data")
-    ap.add_argument("--families", nargs="+", default=["fse", "mda"], choices=["fse", "mda"])
-    ap.add_argument("--batch-sizes", nargs="+", type=int, default=[4096, 8192, 16384])
-    ap.add_argument("--epochs", type=int, default=4, help="epochs per measurement (the first is left out)")
-    ap.add_argument("--json", help="write the rows to this file")
-    ap.add_argument("--attention", dest="sdpa", nargs="+", default=["autopid"],
-                    choices=["autopid", "default", "math", "efficient", "cudnn"],
-                    help="FSE attention kernels to compare: autopid's choice, or torch's (sdpa_kernel)")
-    ap.add_argument("--no-fit", action="store_true", help="leave out the whole-fit() and profile rows")
-    ap.add_argument("--device", default="cuda", help="cpu: a dry run of the script on a machine without a GPU")
-    a = ap.parse_args()
-    out = Path(a.data)
-    if a.prepare:
-        for family in a.families:
-            ds = prepare(out, family)
-            print(family, ds.path)
-        return
-    if a.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("no CUDA device: this benchmark measures GPU training (use --prepare to make the data)")
-    dev = torch.device(a.device)
+def measure(out: Path, *, families: tuple[str, ...] = ("fse", "mda"), batch_sizes: tuple[int, ...] = (16384,),
+            epochs: int = 4, attention: tuple[str, ...] = ("autopid",), whole: bool = True,
+            device: str = "cuda") -> dict[str, Any]:
+    """The table's rows (printed as they come) and, per model, the best events/s of the
+    training loop: ``{"gpu", "torch", "rows", "best": {family: events/s}}``."""
+    dev = torch.device(device)
     gpu = torch.cuda.get_device_name() if dev.type == "cuda" else "none (dry run)"
     print(f"GPU: {gpu}, torch {torch.__version__}")
     print(f"{'model':<6}{'precision':<16}{'batch':>7}{'events/s':>12}{'step only':>12}{'gather only':>13}"
           f"{'ms/step':>9}{'peak GiB':>9}{'rows':>9}", flush=True)
     rows: list[dict[str, Any]] = []
-    for family in a.families:
+    for family in families:
         ds = cached(out, family)
-        cfg = config(family, a.batch_sizes[0], a.epochs, False)
-        adapt = LAMBDA[family] > 0
-        frames = core.load_frames(ds, cfg.species, cfg.training, with_data=adapt)
+        cfg = config(family, batch_sizes[0], epochs, False)
+        frames = core.load_frames(ds, cfg.species, cfg.training, with_data=LAMBDA[family] > 0)
         calibration = core.charge_calibration(ds) if family == "mda" else None
         dataset = core.make_dataset(family, frames.train, ds, calibration=calibration).to(dev)
-        for amp, bs, backend in [(amp, bs, b) for amp in (False, True) for bs in a.batch_sizes
-                                 for b in (a.sdpa if family == "fse" else ["autopid"])]:
+        for amp, bs, backend in [(amp, bs, b) for amp in (False, True) for bs in batch_sizes
+                                 for b in (attention if family == "fse" else ("autopid",))]:
             label = ("bf16" if amp else "float32") + ("" if backend == "autopid" else f"/{backend}")
             try:
                 with _attention(backend):
-                    r = loop(ds, family, dataset, bs, amp, a.epochs, dev)
+                    r = loop(ds, family, dataset, bs, amp, epochs, dev)
             except Exception as exc:  # report and go on: one failure must not lose the table
                 print(f"{family:<6}{label:<16}{bs:>7}  failed: {exc!r}", flush=True)
                 continue
@@ -232,29 +214,57 @@ def main() -> None:
             print(f"{family:<6}{label:<16}{bs:>7}{r['events_per_s']:>12,.0f}"
                   f"{r['step_only_events_per_s']:>12,.0f}{r['gather_only_events_per_s']:>13,.0f}"
                   f"{r['ms_per_step']:>9.2f}{r['peak_gib']:>9.2f}{r['rows']:>9,.0f}", flush=True)
-        best = max((r for r in rows if r["model"] == family), key=lambda r: r["events_per_s"], default=None)
-        if a.no_fit:
+        best = max((r for r in rows if r["model"] == family and r.get("attention") == "autopid"),
+                   key=lambda r: r["events_per_s"], default=None)
+        if best is None or not whole:
             continue
-        if best is not None and dev.type == "cuda":
-            p = profile(ds, family, dataset, best["batch_size"], best["precision"] == "bf16", dev)
+        amp = best["precision"] == "bf16"
+        if dev.type == "cuda":
+            p = profile(ds, family, dataset, best["batch_size"], amp, dev)
             rows.append({"model": family, "precision": best["precision"], "batch_size": best["batch_size"],
                          "profile": p})
             print(f"  profile of one epoch at batch {best['batch_size']} ({best['precision']}): {p['steps']} steps, "
                   f"{p['wall_s'] * 1e3:.1f} ms wall, GPU busy {p['gpu_busy_s'] * 1e3:.1f} ms "
-                  f"({100 * p['gpu_busy_s'] / p['wall_s']:.0f} %), {p['kernel_launches'] / p['steps']:.0f} kernels per step; "
-                  "top kernels (ms, calls):")
+                  f"({100 * p['gpu_busy_s'] / p['wall_s']:.0f} %), {p['kernel_launches'] / p['steps']:.0f} kernels "
+                  "per step; top kernels (ms, calls):")
             for key, ms, count in p["top"]:
                 print(f"    {ms:9.2f} {count:6d}  {key[:90]}")
-        if best is not None:
-            f = whole_fit(ds, family, best["batch_size"], best["precision"] == "bf16", dev)
-            rows.append({"model": family, "precision": best["precision"], "batch_size": best["batch_size"],
-                         "fit": True, **f})
-            print(f"{family:<6}{best['precision']:<10}{best['batch_size']:>7}{f['events_per_s']:>12,.0f}"
-                  f"  (whole fit(), 3 epochs with validation: {f['wall_s']:.1f} s wall, val AUC {f['val_auc']:.4f})",
-                  flush=True)
+        f = whole_fit(ds, family, best["batch_size"], amp, dev)
+        rows.append({"model": family, "precision": best["precision"], "batch_size": best["batch_size"],
+                     "fit": True, **f})
+        print(f"{family:<6}{best['precision']:<16}{best['batch_size']:>7}{f['events_per_s']:>12,.0f}"
+              f"  (whole fit(), 3 epochs with validation: {f['wall_s']:.1f} s wall, val AUC {f['val_auc']:.4f})",
+              flush=True)
+    best_of = {fam: max((r["events_per_s"] for r in rows if r["model"] == fam and r.get("attention") == "autopid"),
+                        default=None) for fam in families}
+    return {"gpu": gpu, "torch": torch.__version__, "rows": rows, "best": best_of}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", default="/tmp/autopid-bench-gpu", help="where the simulated data and cache live")
+    ap.add_argument("--prepare", action="store_true", help="only simulate and preprocess the data")
+    ap.add_argument("--families", nargs="+", default=["fse", "mda"], choices=["fse", "mda"])
+    ap.add_argument("--batch-sizes", nargs="+", type=int, default=[4096, 8192, 16384])
+    ap.add_argument("--epochs", type=int, default=4, help="epochs per measurement (the first is left out)")
+    ap.add_argument("--json", help="write the rows to this file")
+    ap.add_argument("--attention", nargs="+", default=["autopid"],
+                    choices=["autopid", "default", "math", "efficient", "cudnn"],
+                    help="FSE attention kernels to compare: autopid's choice, or torch's (sdpa_kernel)")
+    ap.add_argument("--no-fit", action="store_true", help="leave out the whole-fit() and profile rows")
+    ap.add_argument("--device", default="cuda", help="cpu: a dry run of the script on a machine without a GPU")
+    a = ap.parse_args()
+    out = Path(a.data)
+    if a.prepare:
+        for family in a.families:
+            print(family, prepare(out, family).path)
+        return
+    if a.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("no CUDA device: this benchmark measures GPU training (use --prepare to make the data)")
+    res = measure(out, families=tuple(a.families), batch_sizes=tuple(a.batch_sizes), epochs=a.epochs,
+                  attention=tuple(a.attention), whole=not a.no_fit, device=a.device)
     if a.json:
-        Path(a.json).write_text(json.dumps({"gpu": gpu, "torch": torch.__version__,
-                                            "rows": rows}, indent=1))
+        Path(a.json).write_text(json.dumps(res, indent=1))
 
 
 if __name__ == "__main__":

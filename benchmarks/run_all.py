@@ -6,7 +6,8 @@ side by side in one run, printed as one table and written as one JSON object.
 --quick (about 10 minutes on 2 cores) uses smaller samples and fewer seeds. Keys of the
 JSON object: trial_overhead_s, tune_trivial_trial_s, optuna_inprocess_trial_s,
 fse_train_ratio, mda_train_ratio, preprocess_ratio, search_efficiency_fraction,
-load_average (1-minute load at start and end), and the details of each measurement.
+gpu_fse_events_per_s and gpu_mda_events_per_s (null without a CUDA device), load_average
+(1-minute load at start and end), and the details of each measurement.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import gpu_training  # noqa: E402
 import preprocess_throughput  # noqa: E402
 import search_efficiency  # noqa: E402
 import search_overhead  # noqa: E402
@@ -53,6 +55,11 @@ def main() -> None:
     out.update(preprocess_ratio=prep["ratio"], preprocess=prep)
     eff = search_efficiency.measure(seeds=3 if q else 5, trials=16, root=root / "efficiency")
     out.update(search_efficiency_fraction=eff["median_fraction"], search_efficiency=eff)
+    gpu = None
+    if gpu_training.torch.cuda.is_available():  # CPU stays the default; the GPU figures where there is one
+        gpu = gpu_training.measure(root / "gpu", batch_sizes=(16384,), epochs=4, whole=False)
+    out.update(gpu_fse_events_per_s=gpu and gpu["best"].get("fse"), gpu_mda_events_per_s=gpu and gpu["best"].get("mda"),
+               gpu=gpu)
     out["load_average"] = {"start": load0, "end": os.getloadavg()[0]}
     out["seconds"] = time.perf_counter() - t0
 
@@ -77,6 +84,11 @@ def main() -> None:
                f"uproot + NumPy + pyarrow {prep['plain_eps']:.0f}/s", f"{prep['ratio']:.2f}"))
     print(_row("TPE+ASHA time to random search's best", f"{eff['median_fraction']:.0%} of random's wall time "
                f"(median of {len(eff['seeds'])} seeds)", "random search, same budget", "-"))
+    if gpu is not None:
+        print(_row(f"GPU training, batch 16,384 ({gpu['gpu']})", f"FSE {gpu['best']['fse']:,.0f} tracks/s, "
+                   f"MDA {gpu['best']['mda']:,.0f} events/s", "-", "-"))
+    else:
+        print(_row("GPU training", "no CUDA device here (benchmarks/gpu_training.py on one)", "-", "-"))
     print(f"\n{out['seconds']:.0f} s in all")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2, default=float) + "\n")

@@ -7,13 +7,14 @@ mask marks the filler.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from autopid.data._batches import IndexLoader
 from autopid.data._transfer import int64_to
 from autopid.features import Normaliser
 
@@ -86,37 +87,12 @@ class FSEDataset(Dataset[Batch]):
         return batch
 
 
-class FSELoader:
-    """Batches of an :class:`FSEDataset` by slices of one (seeded) permutation per pass,
-    the batches that ``DataLoader(BatchSampler(RandomSampler(generator)))`` gives, without
-    a Python list of indices per batch."""
-
-    def __init__(self, dataset: FSEDataset, *, batch_size: int, shuffle: bool, generator: torch.Generator,
-                 drop_last: bool = False) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.dataset = dataset
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.generator = generator
-        self.drop_last = drop_last
-
-    def __len__(self) -> int:
-        n = len(self.dataset)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
-    def __iter__(self) -> Iterator[Batch]:
-        n = len(self.dataset)
-        order = torch.randperm(n, generator=self.generator).numpy() if self.shuffle else np.arange(n)
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
-            yield self.dataset[order[start : start + self.batch_size]]
-
-
 def fse_dataloader(
     dataset: FSEDataset, *, batch_size: int = 64, shuffle: bool = True, seed: int = 0, drop_last: bool = False
-) -> FSELoader:
+) -> IndexLoader[Batch]:
     """Batches of pairs: dicts of ``feature_ids``, ``values``, ``padding_mask`` ``[B, L]``
     and ``y``, ``domain``, ``has_label`` ``[B]``, on the dataset's device. Same seed,
     same batches."""
     gen = torch.Generator().manual_seed(seed)
-    return FSELoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=gen, drop_last=drop_last)
+    return IndexLoader(dataset.__getitem__, np.arange(len(dataset), dtype=np.int64), batch_size=batch_size,
+                       shuffle=shuffle, generator=gen, drop_last=drop_last)

@@ -14,7 +14,7 @@ per-event Python object is made while training.
 from __future__ import annotations
 
 from collections import ChainMap
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,7 @@ from torch.utils.data import Dataset, Subset
 from torch_geometric.data import Batch, Data
 
 from autopid.calibration.gains import ChargeCalibration
+from autopid.data._batches import IndexLoader
 from autopid.data._transfer import int64_to
 from autopid.data.dataset import PreprocessedDataset
 from autopid.errors import ConfigError
@@ -236,17 +237,18 @@ class MDADataset(Dataset[Data]):
         with NumPy on the host, or with torch on the device of :meth:`to`, where the sizes
         are worked out on the host from the per-event counts, so that collating never
         waits for the device."""
-        if getattr(self, "_on_device", None) is None:
-            return self._batch_host(index)
-        return self._batch_device(index)
-
-    def _batch_host(self, index: Sequence[int] | np.ndarray) -> Batch:
         idx = np.asarray(index, dtype=np.int64).reshape(-1)
+        n_nodes, n_edges = self.node_count[idx], self.edge_count[idx]
+        ptr, eptr = _offsets(n_nodes), _offsets(n_edges)
+        if getattr(self, "_on_device", None) is None:
+            out = self._batch_host(idx, n_nodes, n_edges, ptr, eptr)
+        else:
+            out = self._batch_device(idx, n_nodes, n_edges, ptr, eptr)
+        return _with_slices(out, ptr, eptr)
+
+    def _batch_host(self, idx: np.ndarray, n_nodes: np.ndarray, n_edges: np.ndarray, ptr: np.ndarray,
+                    eptr: np.ndarray) -> Batch:
         b = len(idx)
-        n_nodes = self.node_count[idx]
-        n_edges = self.edge_count[idx]
-        ptr = _offsets(n_nodes)
-        eptr = _offsets(n_edges)
         node_sel = _ranges(self.node_ptr[idx], n_nodes)
         edge_sel = _ranges(self.edge_ptr[idx], n_edges)
         # np.take keeps [2, E] row-major (fancy indexing on axis 1 would not: slow message passing)
@@ -267,15 +269,11 @@ class MDADataset(Dataset[Data]):
             batch=torch.from_numpy(np.repeat(np.arange(b, dtype=np.int64), n_nodes)),
             ptr=torch.from_numpy(ptr),
         )
-        return _with_slices(out, ptr, eptr)
+        return out
 
-    def _batch_device(self, index: Sequence[int] | np.ndarray) -> Batch:
-        idx = np.asarray(index, dtype=np.int64).reshape(-1)
+    def _batch_device(self, idx: np.ndarray, n_nodes: np.ndarray, n_edges: np.ndarray, ptr: np.ndarray,
+                      eptr: np.ndarray) -> Batch:
         b = len(idx)
-        n_nodes = self.node_count[idx]
-        n_edges = self.edge_count[idx]
-        ptr = _offsets(n_nodes)
-        eptr = _offsets(n_edges)
         t = self._on_device
         assert t is not None
         dev = t["node_x"].device
@@ -296,7 +294,7 @@ class MDADataset(Dataset[Data]):
             batch=torch.repeat_interleave(torch.arange(b, device=dev), n_nodes_t, output_size=int(ptr[-1])),
             ptr=ptr_t,
         )
-        return _with_slices(out, ptr, eptr)
+        return out
 
 
 def _with_slices(out: Batch, ptr: np.ndarray, eptr: np.ndarray) -> Batch:
@@ -318,31 +316,6 @@ def _ranges_t(shift: torch.Tensor, counts: torch.Tensor, total: int) -> torch.Te
     is ``counts.sum()``, known on the host."""
     return torch.repeat_interleave(shift, counts, output_size=total) + torch.arange(
         total, dtype=torch.long, device=counts.device)
-
-
-class MDALoader:
-    """Batches of an :class:`MDADataset` by index arrays; a new (seeded) order on each pass
-    when shuffling, as a ``torch.utils.data.DataLoader`` with a generator gives."""
-
-    def __init__(self, dataset: MDADataset, indices: np.ndarray, *, batch_size: int, shuffle: bool,
-                 generator: torch.Generator) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.dataset = dataset
-        self.indices = indices
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.generator = generator
-
-    def __len__(self) -> int:
-        return -(-len(self.indices) // self.batch_size)
-
-    def __iter__(self) -> Iterator[Batch]:
-        idx = self.indices
-        if self.shuffle:
-            idx = idx[torch.randperm(len(idx), generator=self.generator).numpy()]
-        for start in range(0, len(idx), self.batch_size):
-            yield self.dataset.batch(idx[start : start + self.batch_size])
 
 
 def _resolve(dataset: Any) -> tuple[MDADataset, np.ndarray] | None:
@@ -370,4 +343,4 @@ def mda_dataloader(dataset: MDADataset, *, batch_size: int = 128, shuffle: bool 
         from torch_geometric.loader import DataLoader
 
         return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=gen)
-    return MDALoader(found[0], found[1], batch_size=batch_size, shuffle=shuffle, generator=gen)
+    return IndexLoader(found[0].batch, found[1], batch_size=batch_size, shuffle=shuffle, generator=gen)
