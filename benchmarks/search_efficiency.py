@@ -1,14 +1,16 @@
-"""Does TPE + ASHA find a good model sooner than random search? Both run the shipped
+"""Does TPE + ASHA find a good model sooner than random search? Both search the shipped
 FSE (or, with ``--space mda``, MDA) space's parameters on a small simulated ALICE-like
-(AMS-like) dataset, with the same budget of
-trials and the same concurrency; for each seed, the time TPE + ASHA takes to reach the
-best objective random search found (over all its trials) is divided by random search's
-wall time. The median over the seeds is printed, with the per-seed table.
+(AMS-like) dataset with the same concurrency and the same budget: random search runs
+``--trials`` trials to the end, and TPE + ASHA then gets random search's wall time, in
+which it may start up to ``--asha-trials`` (default 3 x ``--trials``), as ASHA ends poor
+trials early. For each seed, the time TPE + ASHA takes to reach the best objective random
+search found is divided by random search's wall time; the median over the seeds is
+printed, with the per-seed table.
 
     python benchmarks/search_efficiency.py [--seeds 5] [--trials 12] [--space fse|mda]
 
-A seed where TPE + ASHA never reaches random's best counts as its whole wall time over
-random's (and is marked "not reached"). Other scripts import :func:`measure`.
+A seed where TPE + ASHA never reaches random's best counts as 100 % (or more, if it ran
+longer) and is marked "not reached". Other scripts import :func:`measure`.
 """
 
 from __future__ import annotations
