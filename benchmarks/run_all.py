@@ -85,8 +85,9 @@ def main() -> None:
     print(_row("TPE+ASHA time to random search's best", f"{eff['median_fraction']:.0%} of random's wall time "
                f"(median of {len(eff['seeds'])} seeds)", "random search, same budget", "-"))
     if gpu is not None:
-        print(_row(f"GPU training, batch 16,384 ({gpu['gpu']})", f"FSE {gpu['best']['fse']:,.0f} tracks/s, "
-                   f"MDA {gpu['best']['mda']:,.0f} events/s", "-", "-"))
+        fse_s, mda_s = (("failed" if v is None else f"{v:,.0f}") for v in (gpu["best"]["fse"], gpu["best"]["mda"]))
+        print(_row(f"GPU training, batch 16,384 ({gpu['gpu']})", f"FSE {fse_s} tracks/s, MDA {mda_s} events/s",
+                   "-", "-"))
     else:
         print(_row("GPU training", "no CUDA device here (benchmarks/gpu_training.py on one)", "-", "-"))
     print(f"\n{out['seconds']:.0f} s in all")

@@ -111,7 +111,10 @@ def fit(
     state = FitState()
     if resume is not None:
         model.load_state_dict(resume["model"])
-        opt.load_state_dict(resume["optimizer"])
+        # the saved groups carry the saving run's fused flag: keep this device's choice
+        saved = resume["optimizer"]
+        fused = opt.param_groups[0]["fused"]
+        opt.load_state_dict({**saved, "param_groups": [{**g, "fused": fused} for g in saved["param_groups"]]})
         sched.load_state_dict(resume["scheduler"])
         state = FitState(**resume["state"])
     if wrap is not None:
