@@ -98,18 +98,15 @@ def measure(seeds: int = 5, trials: int = 12, root: Path | None = None, family: 
     per_seed = []
     try:
         for seed in range(seeds):
-            res: dict[str, Any] = {"seed": seed}
             # random search first; TPE + ASHA then gets the same wall time (its budget), in
             # which it may start up to asha_trials trials, since ASHA ends poor ones early
             out = root / f"random-{seed}-{time.monotonic_ns()}"
             run_search(_space(root, dataset, seed, trials, "random", family), out_dir=out)
-            res["random"] = _curve(out)
-            r_wall = res["random"][1]
+            r_curve, r_wall = _curve(out)
             out = root / f"tpe-asha-{seed}-{time.monotonic_ns()}"
             run_search(_space(root, dataset, seed, asha_trials or 3 * trials, "tpe+asha", family, time_budget_s=r_wall),
                        out_dir=out)
-            res["tpe+asha"] = _curve(out)
-            (r_curve, r_wall), (t_curve, t_wall) = res["random"], res["tpe+asha"]
+            t_curve, t_wall = _curve(out)
             target = r_curve[-1][1]
             reach = next((when for when, best in t_curve if best >= target), None)
             per_seed.append({"seed": seed, "random_best": target, "random_wall_s": r_wall,

@@ -163,9 +163,8 @@ def _attention_kernels(x: torch.Tensor) -> Any:
     track is a set of at most a few tens of pairs with heads 8 wide: the fused kernels
     tile 64-128 queries and pad heads to 64, so most of their work is padding (H200, batch
     16k: 1.2 M tracks/s against 0.77 M with torch's default kernel). Below 8k tracks a step
-    is bound by kernel launches, and the one fused kernel beats the several of the plain
-    path (batch 4k: 0.59 M against 0.41 M; benchmarks/gpu_training.py)."""
+    is bound by kernel launches and the plain path, with more kernels, gained nothing (batch
+    4k, one run: 0.41 M against 0.59 M; runs vary by 10-20 %; benchmarks/gpu_training.py)."""
     if not x.is_cuda or x.shape[0] < LARGE_BATCH:
         return contextlib.nullcontext()
     return sdpa_kernel([SDPBackend.MATH])
-
