@@ -291,3 +291,15 @@ def test_the_fixed_model_configurations_are_the_search_spaces_bases() -> None:
     assert PRESETS["quick"].fse == FSE_BEST and PRESETS["quick"].mda == MDA_BEST
     mda_space = yaml.safe_load((root / "mda.yaml").read_text())
     assert MDA_BEST["domain_penalty"] == mda_space["objective"]["domain_penalty"]
+
+
+def test_the_working_point_is_taken_on_every_validation_row(alice_ds: Any) -> None:
+    # training validates on max_eval_rows; the cut, taken once, must use the whole split
+    from autopid.benchmark.methods import training_frames, training_spec, working_point_rows
+
+    spec = training_spec("fse", PRESETS["tiny"], 0, 1)
+    frames, _ = training_frames(alice_ds, "proton", spec)
+    rows = working_point_rows(alice_ds, "proton")
+    n_val = alice_ds.manifest["splits"]["validation"]["mc"]["rows"]
+    assert len(rows) == n_val > len(frames.validation)
+    assert 0 < rows["y"].mean() < 0.3  # the natural composition, not a resampled mix

@@ -24,7 +24,7 @@ from autopid.metrics import (
 )
 from autopid.preprocess import PreprocessResult
 from autopid.train.config import TrainConfig
-from autopid.train.core import estimate_label_weights, predict_frame
+from autopid.train.core import predict_frame
 from autopid.train.fit import fit
 
 
@@ -112,16 +112,6 @@ def test_roc_auc_edge_cases() -> None:
         roc_auc([0, 1, 2], [0.1, 0.2, 0.3])
     with pytest.raises(ValueError):
         roc_auc([0, 1], [0.1, np.nan])
-
-
-def test_label_weights_recover_the_data_mix() -> None:
-    rng = np.random.default_rng(1)
-    y_val = (rng.random(20000) < 0.5).astype(int)
-    pred_val = np.where(rng.random(20000) < 0.9, y_val, 1 - y_val)  # a 90%-accurate classifier
-    y_data = (rng.random(20000) < 0.2).astype(int)
-    pred_data = np.where(rng.random(20000) < 0.9, y_data, 1 - y_data)
-    w = estimate_label_weights(y_val, pred_val, pred_data)
-    assert w == pytest.approx([0.8 / 0.5, 0.2 / 0.5], rel=0.05)
 
 
 def test_alice_baselines(alice_cache: PreprocessResult) -> None:

@@ -51,7 +51,6 @@ import errno
 import json
 import os
 import shutil
-import time
 from collections.abc import Iterator
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -60,6 +59,7 @@ from typing import Any
 
 from autopid._logging import get_logger
 from autopid.errors import AutopidError, ConfigError, InputError
+from autopid.file_lock import FileLock, LockHeld
 from autopid.owned_dirs import (  # noqa: F401 - re-exported: the registry's users import them from here
     STALE_STAGING_S,
     host_name,
@@ -401,31 +401,15 @@ class Registry:
     def _locked(self, sdir: Path, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[None]:
         """The species' publish lock (an exclusive ``flock``, dropped by the kernel if the
         holder dies): the final step of every publish runs under it."""
-        import fcntl
-
-        sdir.mkdir(parents=True, exist_ok=True)
-        path = sdir / LOCK_FILE
-        fh = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - closed below
         try:
-            deadline = time.monotonic() + timeout_s
-            while True:
-                try:
-                    fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        fh.seek(0)
-                        holder = fh.read().strip() or "holder unknown"
-                        raise AutopidError(f"{path}: held by another publisher for more than {timeout_s:.0f} s "
-                                           f"({holder}); nothing was published") from None
-                    time.sleep(0.02)
-            fh.seek(0)
-            fh.truncate()
-            fh.write(json.dumps({"host": host_name(), "pid": os.getpid(), "since": _now()}) + "\n")
-            fh.flush()
+            lock = FileLock(sdir / LOCK_FILE, timeout_s).acquire()
+        except LockHeld as exc:
+            raise AutopidError(f"{exc.path}: held by another publisher for more than {timeout_s:.0f} s "
+                               f"({exc.holder}); nothing was published") from None
+        try:
             yield
         finally:
-            fh.close()  # releases the lock
+            lock.release()
 
     def _with_key(self, sdir: Path, key: str) -> ModelVersion | None:
         for n in reversed(self._version_numbers(sdir)):

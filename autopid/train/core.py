@@ -186,25 +186,6 @@ def _weight_of(batch: Any) -> torch.Tensor | None:
     return getattr(batch, "weight", None)
 
 
-def estimate_label_weights(y_val: np.ndarray, pred_val: np.ndarray, pred_data: np.ndarray,
-                           threshold: float = 0.5) -> np.ndarray:
-    """Data/MC class-ratio weights ``w_y = p_Data(y) / p_MC(y)`` by black-box shift
-    estimation (Lipton et al. 2018, as used in arXiv:2003.04475): solve ``C w = mu`` with
-    ``C[i, j] = P_MC(pred = i, y = j)`` and ``mu[i] = P_Data(pred = i)``."""
-    yv = np.asarray(y_val).astype(int)
-    pv = (np.asarray(pred_val) >= threshold).astype(int)
-    pd_ = (np.asarray(pred_data) >= threshold).astype(int)
-    conf = np.zeros((2, 2))
-    np.add.at(conf, (pv, yv), 1.0)
-    conf /= max(len(yv), 1)
-    mu = np.bincount(pd_, minlength=2) / max(len(pd_), 1)
-    try:
-        w = np.linalg.solve(conf, mu)
-    except np.linalg.LinAlgError:
-        return np.ones(2)
-    return np.clip(w, 0.05, 20.0)
-
-
 def train_epoch(
     model: nn.Module,
     family: str,
