@@ -39,23 +39,25 @@ class FileLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # "a+" so that a failed attempt does not truncate the holder's description
         fh = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held until release()
-        deadline = time.monotonic() + self.timeout_s
-        while True:
-            try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError:
-                if time.monotonic() >= deadline:
-                    fh.seek(0)
-                    holder = _describe(fh.read())
-                    fh.close()
-                    raise LockHeld(self.path, holder) from None
-                time.sleep(0.02)
-        fh.seek(0)
-        fh.truncate()
-        fh.write(json.dumps({"host": host_name(), "pid": os.getpid(),
-                             "since": _dt.datetime.now().isoformat(timespec="seconds")}) + "\n")
-        fh.flush()
+        try:
+            deadline = time.monotonic() + self.timeout_s
+            while True:
+                try:
+                    fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        fh.seek(0)
+                        raise LockHeld(self.path, _describe(fh.read())) from None
+                    time.sleep(0.02)
+            fh.seek(0)
+            fh.truncate()
+            fh.write(json.dumps({"host": host_name(), "pid": os.getpid(),
+                                 "since": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}) + "\n")
+            fh.flush()
+        except BaseException:  # Ctrl-C while waiting, a full disk: never keep the file (or the lock)
+            fh.close()
+            raise
         self._fh = fh
         return self
 

@@ -49,8 +49,8 @@ def main() -> None:
     trial = search_overhead.measure(trials=6, root=root / "search")
     out.update(trial_overhead_s=trial["trial_overhead_s"], tune_trivial_trial_s=trial["tune_trivial_trial_s"],
                optuna_inprocess_trial_s=trial["optuna_inprocess_trial_s"],
-               trial_overhead_2workers_s=trial["trial_overhead_2workers_s"],
-               ray_train_trivial_2workers_trial_s=trial["ray_train_trivial_2workers_trial_s"], trial=trial)
+               trial_overhead_2workers_s=trial.get("trial_overhead_2workers_s"),
+               ray_train_trivial_2workers_trial_s=trial.get("ray_train_trivial_2workers_trial_s"), trial=trial)
     fse = training_throughput.measure("fse", rows=4000 if q else 20000, epochs=2)
     mda = training_throughput.measure("mda", rows=4000 if q else 20000, epochs=2)
     out.update(fse_train_ratio=fse["ratio"], mda_train_ratio=mda["ratio"], fse_train=fse, mda_train=mda)

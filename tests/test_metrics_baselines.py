@@ -68,7 +68,7 @@ def test_domain_classifier_accuracy_is_deterministic() -> None:
 
 def test_domain_classifier_accuracy_scores_every_row_across_folds() -> None:
     # a search ranks trials by this number: at fixed features its spread over splits must
-    # stay below that of one half/half split (0.0175 on these features; 2 folds: 0.011)
+    # stay below that of one half/half split (on these features 0.0175; 2 folds: 0.011)
     rng = np.random.default_rng(5)
     shift = np.zeros(32)
     shift[:4] = 0.18

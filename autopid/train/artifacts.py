@@ -50,9 +50,16 @@ def save_atomic(obj: dict[str, Any], path: str | Path) -> None:
 
 
 def checkpoint_payload(model: nn.Module, opt: torch.optim.Optimizer, sched: Any, state: FitState) -> dict[str, Any]:
+    """What :func:`autopid.train.fit.fit` resumes from: model, optimizer, scheduler, loop
+    state and the random state, so that a run cut short and resumed draws the same dropout
+    masks as one that was never stopped (shuffling is seeded per epoch already)."""
     inner = model.module if hasattr(model, "module") else model
+    device = next(inner.parameters()).device
+    rng = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state(device)
     return {"model": inner.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-            "state": dataclasses.asdict(state)}
+            "state": dataclasses.asdict(state), "rng": rng}
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -117,6 +117,11 @@ def fit(
         opt.load_state_dict({**saved, "param_groups": [{**g, "fused": fused} for g in saved["param_groups"]]})
         sched.load_state_dict(resume["scheduler"])
         state = FitState(**resume["state"])
+        rng = resume.get("rng") or {}  # checkpoints from before 2026-11-30 have none
+        if "torch" in rng:
+            torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], device)
     if wrap is not None:
         model = wrap(model)
     dataset = core.make_dataset(family, train_frame, ds, calibration=calibration,
