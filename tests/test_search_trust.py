@@ -332,3 +332,35 @@ def test_console_is_quiet_and_failures_are_named(tmp_path: Path, dataset_yaml: P
     again = subprocess.run([EXE, "-q", "search", "--resume", str(out)], capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "trial" not in again.stderr
+
+
+@pytest.mark.slow
+def test_two_searches_on_one_shared_storage_keep_their_own_trials(tmp_path: Path, dataset_yaml: Path) -> None:
+    """A team's shared Optuna storage (here one SQLite file): a search of the same space,
+    started while another one's trials are open (that one killed with -9 mid-search), gets
+    a study of its own instead of taking the other's open trials for its own cut-short ones;
+    the killed one then resumes its own."""
+    import optuna
+
+    space, db = _space(tmp_path, dataset_yaml, budget={"num_samples": 4}), tmp_path / "shared.db"
+    url = f"sqlite:///{db}"
+    first = _start(["search", "--space", str(space), "--out", str(tmp_path / "a"), "--storage", url],
+                   tmp_path / "a.log")
+    _wait(lambda: _ended(db) >= 1 and "RUNNING" in _states(db).values(), first, "the first search mid-way")
+    _kill_group(first, signal.SIGKILL)
+    logs = []
+    for args in (["--space", str(space), "--out", str(tmp_path / "b"), "--storage", url],
+                 ["--resume", str(tmp_path / "a")]):
+        done = subprocess.run([EXE, "search", *args, "-q"], capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        logs.append(done.stderr)
+    names = {}
+    for d in ("a", "b"):
+        sdir = tmp_path / d / "studies" / "proton-LHC26a"
+        names[d] = json.loads((sdir / "summary.json").read_text())["optuna_study"]
+        trials = optuna.load_study(study_name=names[d], storage=url).get_trials(deepcopy=False)
+        assert [t.state.name for t in trials].count("RUNNING") == 0 and len(trials) == 4, names[d]
+        rows = pd.read_csv(sdir / "trials.csv")
+        assert len(rows) == 4 and (rows["epochs"] > 0).all(), rows  # every trial ran here
+    assert names["a"] == "trust-proton-LHC26a" and names["b"].startswith("trust-proton-LHC26a-")
+    assert "already holds a study" in logs[0]

@@ -98,7 +98,8 @@ def _search_studies(d: Path, prefix: str = "") -> tuple[list[StudySource], list[
     for sdir in sorted(p for p in (d / "studies").iterdir() if p.is_dir()):
         summary_file = sdir / "summary.json"
         summary = _read_json(summary_file) if summary_file.is_file() else {}
-        optuna_study = summary.get("optuna_study") or (f"{space}-{sdir.name}" if space else None)
+        optuna_study = (summary.get("optuna_study") or (state.get("optuna_studies") or {}).get(sdir.name)
+                        or (f"{space}-{sdir.name}" if space else None))
         if optuna_study is None:
             notes.append(f"study {prefix}{sdir.name}: unfinished and {d / 'config.yaml'} unreadable; skipped")
             continue

@@ -117,9 +117,7 @@ class _StudyRun:
     def trials_root(self) -> Path:
         return self.sdir / "trials"
 
-    @property
-    def optuna_name(self) -> str:
-        return f"{self.space.name}-{self.name}"
+    optuna_name: str
 
 
 def _session_state(sdir: Path) -> dict[str, Any]:
@@ -292,6 +290,30 @@ def _run_study(run: _StudyRun, *, warm_start: list[dict[str, Any]] | None, own_r
     return summary
 
 
+def _optuna_study(search_dir: Path, space: SearchSpace, study: Study, storage: str) -> str:
+    """The Optuna study of ``study`` in this search: the one recorded in ``search.json``, or a
+    new one claimed now (see :func:`autopid.search.study.claim_study`) and recorded. A
+    search directory from before 2026-11-30 records none: its studies keep the name
+    ``<space>-<species>-<period>``."""
+    from autopid.search.study import claim_study
+
+    path = search_dir / "search.json"
+    state = json.loads(path.read_text())
+    default = f"{space.name}-{study_name(space, study)}"
+    if "optuna_studies" not in state:
+        return default
+    names = state["optuna_studies"]
+    key = study_name(space, study)
+    if key not in names:
+        direction = "maximize" if space.objective.mode == "max" else "minimize"
+        names[key] = claim_study(storage, default, direction, owner=str(search_dir.resolve()))
+        if names[key] != default:
+            _log.warning("the Optuna storage %s already holds a study %r (another search); this search's "
+                         "study is %r", storage, default, names[key])
+        atomic_write_text(path, json.dumps(state, indent=2) + "\n")
+    return str(names[key])
+
+
 def _load_or_create(space_path: str | Path | None, resume_dir: str | Path | None, out_dir: str | Path | None,
                     species: str | None, period: str | None, storage: str | None,
                     ) -> tuple[Path, SearchSpace, list[Study], str | None, bool]:
@@ -348,7 +370,8 @@ def run_search(
             storage = storage or f"sqlite:///{(search_dir / 'optuna.db').resolve()}"
             write_run_info(search_dir, space)
             atomic_write_text(search_dir / "search.json", json.dumps(
-                {"storage": storage, "studies": [s.model_dump() for s in studies]}, indent=2) + "\n")
+                {"storage": storage, "studies": [s.model_dump() for s in studies], "optuna_studies": {}},
+                indent=2) + "\n")
         assert storage is not None
         _prepare_demo_data(space)
         runs = []
@@ -356,7 +379,8 @@ def run_search(
             base = space.train_config(study, {}).model_copy(update={"period": study.period})
             prep = prepare_data(base, scheduler_address)
             validate_against_data(space, study, prep.manifest, where=str(space_path or search_dir / SPACE_FILE))
-            runs.append(_StudyRun(space, study, search_dir / "studies" / study_name(space, study), storage, prep))
+            runs.append(_StudyRun(space, study, search_dir / "studies" / study_name(space, study), storage, prep,
+                                  _optuna_study(search_dir, space, study, storage)))
         summaries = _run_all(runs, search_dir, address=address, warm_start=warm_start, verbose=verbose)
     finally:
         lock.release()

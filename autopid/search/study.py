@@ -66,6 +66,28 @@ def encode_params(values: dict[str, Any], space_params: dict[str, Distribution])
             for k, v in values.items() if k in space_params}
 
 
+def claim_study(storage_url: str, name: str, direction: str, owner: str) -> str:
+    """Create a new study for the search directory ``owner`` and return its name: ``name``,
+    or ``name`` with a random suffix when the storage (shared by several searches, e.g. a
+    team's PostgreSQL) already holds a study of that name. Creating is atomic in the
+    database, so two searches started at once never share a study; sharing one would let
+    each take the other's running trials for its own cut-short ones and run them again."""
+    import uuid
+
+    storage = optuna.storages.RDBStorage(storage_url, engine_kwargs={"connect_args": {"timeout": 60}}
+                                         if storage_url.startswith("sqlite") else None)
+    candidate = name
+    for _ in range(5):
+        try:
+            study = optuna.create_study(study_name=candidate, storage=storage, direction=direction)
+        except optuna.exceptions.DuplicatedStudyError:
+            candidate = f"{name}-{uuid.uuid4().hex[:8]}"
+            continue
+        study.set_user_attr("search_dir", owner)
+        return candidate
+    raise RuntimeError(f"{storage_url}: could not create a study named {name!r} or a variant of it")
+
+
 def open_study(storage_url: str, name: str, seed: int, direction: str, sampler: str = "tpe",
                budget: int = 100) -> optuna.Study:
     """Load or create the study; the sampler's seed depends on how many trials it already
