@@ -3,9 +3,8 @@
 Every method sees the same training rows (the model's training sample for that seed:
 ``core.load_frames`` with the model's settings), picks its working point on the same MC
 validation rows (all of them, at the natural MC composition), and is scored on the same
-test rows. The
-learned models' working point is the best-F1 cut on validation; the classic selections
-keep their own (calibrated on MC). Data rows are never labelled for training or for a
+test rows. The learned models' working point is the best-F1 cut on validation; the
+classic selections keep their own (calibrated on MC). Data rows are never labelled for training or for a
 working point: their hidden truth is attached by :func:`load_test` for evaluation only.
 """
 

@@ -270,8 +270,8 @@ def markdown(result: BenchmarkResult, figures: Sequence[Path] = ()) -> str:
         "- `domain: mc` is the MC test split (MC truth). `domain: data` is the simulated Data test split: its "
         "truth is **hidden truth, read for evaluation only** (never for training or for a working point).",
         "- Working point: the learned models (FSE, MDA, XGBoost, MLP) cut at the best F1 on the MC validation "
-        "split (all its rows, natural MC composition; training validates on a subsample); the classic selections (n-sigma, classic cut, veto) keep their own "
-        "cut, calibrated on the MC training sample. F1, efficiency, purity and the MC - Data efficiency gap are "
+        "split (all its rows, natural MC composition; training validates on a subsample); the classic "
+        "selections (n-sigma, classic cut, veto) keep their own cut, calibrated on the MC training sample. F1, efficiency, purity and the MC - Data efficiency gap are "
         "taken at that cut; the rejection `1/eps_B` at the cut that keeps 90 % of the signal of that sample "
         "(Data: chosen with the hidden truth, evaluation only; for a discrete score, the cut that keeps at "
         "least 90 %); '—' marks an undefined value (no signal, nothing selected, or no background selected: "

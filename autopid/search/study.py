@@ -66,6 +66,12 @@ def encode_params(values: dict[str, Any], space_params: dict[str, Distribution])
             for k, v in values.items() if k in space_params}
 
 
+def _rdb_storage(url: str) -> optuna.storages.RDBStorage:
+    # SQLite: wait for another process's write instead of failing at once
+    return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}}
+                                      if url.startswith("sqlite") else None)
+
+
 def claim_study(storage_url: str, name: str, direction: str, owner: str) -> str:
     """Create a new study for the search directory ``owner`` and return its name: ``name``,
     or ``name`` with a random suffix when the storage (shared by several searches, e.g. a
@@ -74,8 +80,7 @@ def claim_study(storage_url: str, name: str, direction: str, owner: str) -> str:
     each take the other's running trials for its own cut-short ones and run them again."""
     import uuid
 
-    storage = optuna.storages.RDBStorage(storage_url, engine_kwargs={"connect_args": {"timeout": 60}}
-                                         if storage_url.startswith("sqlite") else None)
+    storage = _rdb_storage(storage_url)
     candidate = name
     for _ in range(5):
         try:
@@ -93,9 +98,8 @@ def open_study(storage_url: str, name: str, seed: int, direction: str, sampler: 
     """Load or create the study; the sampler's seed depends on how many trials it already
     has. TPE starts modelling after a third of the budget (at most Optuna's default 10
     random trials), so that a small search is more than a random one."""
-    storage = optuna.storages.RDBStorage(storage_url, engine_kwargs={"connect_args": {"timeout": 60}}
-                                         if storage_url.startswith("sqlite") else None)
-    study = optuna.create_study(study_name=name, storage=storage, direction=direction, load_if_exists=True)
+    study = optuna.create_study(study_name=name, storage=_rdb_storage(storage_url), direction=direction,
+                                load_if_exists=True)
     n = len(study.get_trials(deepcopy=False))
     s = seed + 7919 * n
     study.sampler = (optuna.samplers.RandomSampler(seed=s) if sampler == "random" else
