@@ -7,6 +7,7 @@ data-parallel training.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -142,9 +143,13 @@ def fit(
                                  weight_classifier=reweight == "all", warmup_epochs=warmup)
         train_seconds = time.perf_counter() - t0
         sched.step()
-        metrics = core.validation_metrics(_unwrap(model), family, frames, ds, seed=t.seed, reweighter=reweighter,
-                                          label_shift_method=t.label_shift_method, data_fraction=state.data_fraction,
-                                          species_weights=val_species_w)
+        validate = functools.partial(core.validation_metrics, _unwrap(model), family, frames, ds, seed=t.seed,
+                                     reweighter=reweighter, label_shift_method=t.label_shift_method,
+                                     data_fraction=state.data_fraction, species_weights=val_species_w)
+        mc_pred = core.predict_frame(_unwrap(model), family, frames.validation, ds)
+        # without adaptation the objective does not read the Data side: measured below,
+        # only on the epochs that are kept (the best so far and the last)
+        metrics = validate(with_data=adapt, mc=mc_pred)
         if adapt and state.data_fraction is None and epoch + 1 >= max(warmup, 1) and np.isfinite(
                 metrics.get("data_signal_fraction", np.nan)):
             state.data_fraction = float(metrics["data_signal_fraction"])
@@ -156,6 +161,10 @@ def fit(
             w_mc = None if row_w is None else row_w[labelled]
             state.label_weights = label_weights(y_train[labelled], state.data_fraction, w_mc).tolist()
         improved = metrics["objective"] > state.best_objective
+        last = epoch + 1 >= t.epochs or (not improved and t.early_stopping_patience is not None
+                                         and state.epochs_without_improvement + 1 >= t.early_stopping_patience)
+        if not adapt and (improved or last):
+            metrics.update(validate(mc=mc_pred))
         if improved:
             state.best_objective, state.best_epoch = metrics["objective"], epoch + 1
             state.epochs_without_improvement = 0
