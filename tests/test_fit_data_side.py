@@ -36,6 +36,11 @@ def test_a_fit_without_adaptation_measures_the_data_side_on_kept_epochs_only(ali
         assert state.history[-1][key] == full[key], key
 
 
+def test_the_last_epoch_by_count_is_measured(alice_ds: PreprocessedDataset) -> None:
+    _, state = fit(_cfg(1e-12, patience=None, epochs=3), alice_ds)
+    assert [math.isfinite(h["domain_accuracy"]) for h in state.history] == [True, False, True]
+
+
 def test_a_fit_that_adapts_measures_the_data_side_every_epoch(alice_ds: PreprocessedDataset) -> None:
     _, state = fit(_cfg(1e-12, patience=None, epochs=3, lambda_max=0.1), alice_ds)
     assert all(math.isfinite(h["domain_accuracy"]) for h in state.history)

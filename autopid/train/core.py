@@ -309,8 +309,9 @@ def validation_metrics(model: nn.Module, family: str, frames: Frames, ds: Prepro
     Data signal fraction to match (default: this model's estimate, ``data_signal_fraction``).
     ``species_weights`` (per validation-MC row, :mod:`autopid.calibration.species_mix`) match
     the Data composition by species instead: the signal fraction then follows from them.
-    ``with_data=False`` leaves the Data side out (its values NaN): a fit that does not adapt
-    measures it only on the epochs it keeps, as it costs about 40 % of an FSE epoch.
+    ``with_data=False`` leaves the Data side out (the domain accuracies NaN, the Data
+    signal fractions absent): a fit that does not adapt measures it only on the epochs it
+    keeps, as it costs about 40 % of an FSE epoch.
     ``mc``: this model's :func:`predict_frame` of ``frames.validation``, if already made."""
     mc = predict_frame(model, family, frames.validation, ds) if mc is None else mc
     y = frames.validation["y"].to_numpy()
