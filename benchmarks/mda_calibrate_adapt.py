@@ -8,7 +8,8 @@ CACHE_ENTRY is a preprocessed AMS cache entry (``autopid simulate ams`` then
 
 1. inputs: Data-vs-MC classifier accuracy (``autopid.metrics.domain_classifier_accuracy``)
    on the normalised MDA input columns of the test split: raw; charges calibrated
-   with the gain maps fitted on each domain's train split; plus MC weighted to the Data
+   with the gain maps fitted on each domain's train split (and, since the noise overlay
+   is part of that calibration, Data's noise on the MC cluster counts); plus MC weighted to the Data
    rigidity spectrum; plus MC weighted to the Data class mix (hidden truth: evaluation
    only). Also the charge columns alone and the rigidity columns alone.
 2. models: MDA trained with ``autopid.train.fit.fit`` (a one-worker search trial's path)

@@ -10,6 +10,9 @@ The classic selection therefore asks for
   ``calibration.py``),
 * the upper-TOF charge, over its fitted scale, within ``w_UTOF`` of Z,
 * no second track and at most ``k`` extra clusters in L2-L4 (where the roles exist),
+  with the Data noise overlaid on the MC extra-cluster counts the veto is set on
+  (estimated without truth, :mod:`autopid.calibration.noise`: Data has more noise
+  clusters than MC, and a ``k`` chosen on quieter MC vetoes Data signal),
 
 with ``w_in / w_L1``, ``w_UTOF / w_L1``, ``k`` and the veto chosen on MC validation: of the settings whose
 cut keeps the target signal efficiency (default 90 %), the one with the least background.
@@ -29,6 +32,7 @@ import pandas as pd
 
 from autopid.baselines._common import Validation, column, cut_for_efficiency
 from autopid.baselines.calibration import apply_l1_gains, fit_l1_gains
+from autopid.calibration.noise import NoiseOverlay, fit_noise_overlay
 from autopid.errors import ConfigError
 
 VETO_PENALTY = 1000.0  # below every window score: vetoed events rank after all others
@@ -39,6 +43,34 @@ _RATIOS = (np.inf, 3.0, 2.0, 1.5, 1.0, 0.75, 0.5)  # w_UTOF / w_L1, loosest firs
 # Data do not share, for a hair of rejection
 _INNER_RATIOS = (np.inf, 1.0, 0.75)
 _EXTRA = (np.inf, 8, 6, 4, 3, 2, 1, 0)  # extra clusters allowed, loosest first
+
+
+_KEY_ROLES = ("l1_charge", "inner_charge", "rigidity")  # raw values that seed a row's overlay
+
+
+def fit_extra_overlay(mc: pd.DataFrame, data: pd.DataFrame | None) -> NoiseOverlay | None:
+    """The Data noise to add to the MC ``extra_clusters`` counts, estimated on rows with
+    no second track of both domains (no truth), or None without Data or the role."""
+    if data is None or not len(data) or not len(mc) or "extra_clusters" not in mc or "extra_clusters" not in data:
+        return None
+    keys = [r for r in _KEY_ROLES if r in mc and r in data]
+    if not keys:
+        return None
+    second = ["second_tracks"] if "second_tracks" in mc and "second_tracks" in data else []
+
+    def cols(f: pd.DataFrame) -> dict[str, np.ndarray]:
+        return {c: f[c].to_numpy(np.float64) for c in ["extra_clusters", *second, *keys]}
+
+    return fit_noise_overlay(cols(mc), cols(data), {"extra_clusters": (None, None)}, second, keys)
+
+
+def with_overlay(frame: pd.DataFrame, overlay: NoiseOverlay | None, domain: str) -> pd.DataFrame:
+    """``frame`` with the overlay's noise added to its ``extra_clusters`` if it is MC."""
+    if overlay is None or domain != "mc" or "extra_clusters" not in frame or not len(frame):
+        return frame
+    cols = {c: frame[c].to_numpy(np.float64) for c in [*overlay.key_columns, "extra_clusters"] if c in frame}
+    out = overlay.apply(cols, slice(None))
+    return frame.assign(extra_clusters=out["extra_clusters"]) if "extra_clusters" in out else frame
 
 
 def _veto_fails(frame: pd.DataFrame, second_veto: bool, max_extra: float) -> np.ndarray:
@@ -81,6 +113,7 @@ class ClassicAmsSelection:
         self.max_extra: float = np.inf
         self.windows: dict[str, Any] = {}
         self.threshold = -1.0
+        self.overlay: NoiseOverlay | None = None
 
     def calibrate(self, domain: str, frame: pd.DataFrame) -> ClassicAmsSelection:
         """Fit the L1 gains and UTOF scale of ``domain`` on ``frame`` (no truth read)."""
@@ -94,7 +127,9 @@ class ClassicAmsSelection:
         self.calibrate("mc", frame)
         if data is not None and len(data):
             self.calibrate("data", data)
+        self.overlay = fit_extra_overlay(frame, data)
         vf, vy = validation if validation is not None else (frame, y)
+        vf = with_overlay(vf, self.overlay, "mc")
         vy = np.asarray(vy).astype(bool)
         dl1, dut, din = self._deviations(vf, "mc")
         best: tuple[float, dict[str, Any]] | None = None
@@ -126,6 +161,7 @@ class ClassicAmsSelection:
             "second_track_veto": bool(self.second_veto and "second_tracks" in vf),
             "extra_clusters_max": int(self.max_extra) if np.isfinite(self.max_extra) else None,
             "efficiency_validation": b["eff"], "background_efficiency_validation": eps_b,
+            "mc_extra_clusters_noise_added": self.overlay.extra["extra_clusters"] if self.overlay else 0.0,
         }
         return self
 
@@ -152,7 +188,9 @@ class ClassicAmsSelection:
         return -dev - VETO_PENALTY * fails
 
     def predict(self, frame: pd.DataFrame, domain: str = "mc") -> np.ndarray:
-        """The score with ``domain``'s calibration (``"data"`` for Data frames)."""
+        """The score with ``domain``'s calibration (``"data"`` for Data frames; MC frames
+        get the Data noise overlay on their extra-cluster counts)."""
+        frame = with_overlay(frame, self.overlay, domain)
         dl1, dut, din = self._deviations(frame, domain)
         w1 = self.windows.get("l1_half_width", 0.5)
         terms = [dl1 / w1]
@@ -182,17 +220,21 @@ class SecondTrackVeto:
         self.target_efficiency = target_efficiency
         self.threshold = -0.5
         self.windows: dict[str, Any] = {}
+        self.overlay: NoiseOverlay | None = None
 
     def predict(self, frame: pd.DataFrame, domain: str = "mc") -> np.ndarray:
+        """The score (MC frames with the Data noise overlay, as :class:`ClassicAmsSelection`)."""
+        frame = with_overlay(frame, self.overlay, domain)
         second = np.nan_to_num(frame["second_tracks"].to_numpy(np.float64), nan=0.0) > 0
         extra = np.nan_to_num(frame["extra_clusters"].to_numpy(np.float64), nan=0.0)
         return -(VETO_PENALTY * second + extra)
 
     def fit(self, frame: pd.DataFrame, y: np.ndarray, *, validation: Validation | None = None,
             data: pd.DataFrame | None = None) -> SecondTrackVeto:
+        self.overlay = fit_extra_overlay(frame, data)
         vf, vy = validation if validation is not None else (frame, y)
         vy = np.asarray(vy).astype(bool)
-        s = self.predict(vf)
+        s = self.predict(vf, "mc")
         cut = cut_for_efficiency(s[vy], self.target_efficiency)
         self.threshold = cut - 0.5  # between integer scores
         vetoed = cut > -VETO_PENALTY / 2

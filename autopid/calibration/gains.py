@@ -36,6 +36,11 @@ the nearest integer): one factor, not one per column, so that relations between 
 used by training (:class:`autopid.data.MDADataset`), evaluation and inference
 (:mod:`autopid.publish.mda_inputs`), so the calibrated inputs are identical bit for bit.
 
+The calibration also carries the noise overlay (:mod:`autopid.calibration.noise`):
+Data's excess of noise clusters per layer and side, estimated on both train splits
+without truth and added to MC rows' cluster counts when they are calibrated, so every
+consumer of the calibrated inputs sees MC with Data's noise.
+
 The map is stored with the model as JSON (``to_dict`` / ``from_dict``: lists of
 floats, never pickled): in ``model.pt`` as a JSON string and in an export's
 ``preprocessing.json`` under ``mda.calibration``.
@@ -51,6 +56,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from autopid.calibration.noise import NoiseOverlay, fit_noise_overlay
 
 FORMAT = 1
 DOMAINS = ("mc", "data")
@@ -288,12 +295,16 @@ class ChargeCalibration:
     maps: dict[str, GainMap]
     default_domain: str = "data"
     scales: dict[str, dict[str, float]] = field(default_factory=dict)  # domain -> column -> factor
+    overlay: NoiseOverlay | None = None  # Data noise added to MC count columns (noise.py)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": FORMAT, "kind": "tracker_charge_gains", "charge_branch": self.charge_branch,
-                "position_branch": self.position_branch, "x_side": X_SIDE, "default_domain": self.default_domain,
-                "domains": {d: m.to_dict() for d, m in self.maps.items()},
-                "scales": {d: {c: float(f) for c, f in v.items()} for d, v in self.scales.items()}}
+        out = {"format": FORMAT, "kind": "tracker_charge_gains", "charge_branch": self.charge_branch,
+               "position_branch": self.position_branch, "x_side": X_SIDE, "default_domain": self.default_domain,
+               "domains": {d: m.to_dict() for d, m in self.maps.items()},
+               "scales": {d: {c: float(f) for c, f in v.items()} for d, v in self.scales.items()}}
+        if self.overlay is not None:
+            out["noise_overlay"] = self.overlay.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ChargeCalibration:
@@ -303,7 +314,13 @@ class ChargeCalibration:
         return cls(str(d["charge_branch"]), str(d["position_branch"]),
                    {str(k): GainMap.from_dict(v) for k, v in d["domains"].items()},
                    str(d.get("default_domain", "data")),
-                   {str(k): {str(c): float(f) for c, f in v.items()} for k, v in (d.get("scales") or {}).items()})
+                   {str(k): {str(c): float(f) for c, f in v.items()} for k, v in (d.get("scales") or {}).items()},
+                   NoiseOverlay.from_dict(d["noise_overlay"]) if d.get("noise_overlay") else None)
+
+    @property
+    def overlay_columns(self) -> list[str]:
+        """The count columns the noise overlay changes (none without one)."""
+        return [] if self.overlay is None else [c for c, v in self.overlay.extra.items() if v > 0]
 
     def domain_codes(self, n: int, domain: str | np.ndarray | None) -> np.ndarray:
         """Per-row domain code (0 MC, 1 Data) from a name, an array of codes or None (default)."""
@@ -322,8 +339,9 @@ class ChargeCalibration:
                   ) -> dict[str, np.ndarray]:
         """The calibrated columns of ``cols`` (raw values, NaN missing): the tracker charge
         branch divided by the gains, the scaled columns multiplied by their factors, for
-        each row's domain (a name for every row, or codes 0 MC / 1 Data per row). Only
-        these columns are returned (float64); the others stay as they are."""
+        each row's domain (a name for every row, or codes 0 MC / 1 Data per row), and the
+        count columns of the noise overlay present in ``cols`` with the Data noise added
+        to MC rows. Only these columns are returned (float64); the others stay as they are."""
         ccols = layout.feature_columns(self.charge_branch)
         n = len(np.asarray(cols[ccols[0]]))
         charge = branch_array(cols, layout, self.charge_branch)
@@ -343,8 +361,11 @@ class ChargeCalibration:
                     out_scaled[c] = out_scaled[c] * f
                 else:
                     out_scaled[c][rows] = out_scaled[c][rows] * f
+        overlaid: dict[str, np.ndarray] = {}
+        if self.overlay is not None:  # keyed on the raw charges: before they are calibrated
+            overlaid = self.overlay.apply(cols, np.flatnonzero(codes == 0))
         flat = charge.reshape(n, -1)
-        return {**{c: flat[:, j] for j, c in enumerate(ccols)}, **out_scaled}
+        return {**{c: flat[:, j] for j, c in enumerate(ccols)}, **out_scaled, **overlaid}
 
 
 def branch_array(cols: Mapping[str, Any], layout: Any, branch: str) -> np.ndarray:
@@ -375,19 +396,51 @@ def scale_columns(ds: Any) -> list[str]:
     return out
 
 
-def fit_charge_calibration(ds: Any, *, split: str = "train", **kwargs: Any) -> ChargeCalibration:
+def overlay_counts(ds: Any) -> tuple[dict[str, tuple[str, str]], list[str]]:
+    """The MDA count columns a noise overlay may change, each with the main track's charge
+    column on the same layer and side and the count column of the layer's other side
+    (:func:`autopid.calibration.noise.fit_noise_overlay`), and the columns that flag a second track (the
+    charge branch's other tracks, the ``second_tracks`` role): the layout's cluster
+    branch ``[layer, side]`` against the charge branch ``[track, layer, side]``, when
+    their shapes match."""
+    layout = ds.manifest["mda"]
+    cb = layout["charge"]["branch"]
+    counts: dict[str, tuple[str, str]] = {}
+    cshape = ds.feature_shape(cb)
+    clusters = (layout.get("clusters") or {}).get("branch")
+    if clusters and len(cshape) == 3 and cshape[2] == 2 and tuple(ds.feature_shape(clusters)) == tuple(cshape[1:]):
+        charge_cols = np.asarray(ds.feature_columns(cb)).reshape(cshape)
+        count_cols = np.asarray(ds.feature_columns(clusters)).reshape(cshape[1:])
+        for li, si in np.ndindex(*cshape[1:]):
+            counts[str(count_cols[li, si])] = (str(charge_cols[0, li, si]), str(count_cols[li, 1 - si]))
+    roles = ds.manifest.get("roles") or {}
+    stored = {*ds.manifest.get("columns", []), *ds.manifest.get("auxiliary", [])}
+    second = list(np.asarray(ds.feature_columns(cb)).reshape(cshape)[1:].ravel()) if len(cshape) == 3 else []
+    if roles.get("second_tracks") in stored:
+        second.append(roles["second_tracks"])
+    return counts, second
+
+
+def fit_charge_calibration(ds: Any, *, split: str = "train", noise_overlay: bool = True,
+                           **kwargs: Any) -> ChargeCalibration:
     """Gain maps of MC and Data, each fitted on its own ``split`` of the cache ``ds``
-    (raw charge and position columns; no truth read), and the TOF charge scales (peak at
-    the nearest integer). A domain without rows gets unit gains."""
+    (raw charge and position columns; no truth read), the TOF charge scales (peak at
+    the nearest integer) and, with ``noise_overlay``, the Data noise to add to MC
+    cluster counts (:mod:`autopid.calibration.noise`). A domain without rows gets unit
+    gains (and no overlay is fitted)."""
     layout = ds.manifest["mda"]
     cb, pb = layout["charge"]["branch"], layout["position"]["branch"]
     layers = list(layout["charge"]["layers"])
     extra = scale_columns(ds)
+    counts, second = overlay_counts(ds) if noise_overlay else ({}, [])
+    count_cols = [c for c in [*counts, *second] if c not in ds.feature_columns(cb)]
     maps: dict[str, GainMap] = {}
     scales: dict[str, dict[str, float]] = {}
+    raw: dict[str, dict[str, np.ndarray]] = {}
     for domain in DOMAINS:
-        frame = ds.frame(split, domain, [*ds.feature_columns(cb), *ds.feature_columns(pb), *extra])
+        frame = ds.frame(split, domain, [*ds.feature_columns(cb), *ds.feature_columns(pb), *extra, *count_cols])
         cols = {c: frame[c].to_numpy(np.float64) for c in frame.columns}
+        raw[domain] = cols
         if len(frame) == 0:
             maps[domain] = GainMap(layers, [np.array([-np.inf, np.inf])] * len(layers),
                                    [np.ones((ds.feature_shape(cb)[-1], 1)) for _ in layers],
@@ -399,4 +452,8 @@ def fit_charge_calibration(ds: Any, *, split: str = "train", **kwargs: Any) -> C
         # the mean of planes 1 and 2) must survive the calibration in both domains
         factor = charge_scale(np.concatenate([cols[c] for c in extra])) if extra else 1.0
         scales[domain] = {c: factor for c in extra}
-    return ChargeCalibration(cb, pb, maps, scales=scales)
+    overlay = None
+    if counts and all(len(next(iter(raw[d].values()), [])) for d in DOMAINS):
+        overlay = fit_noise_overlay(raw["mc"], raw["data"], counts, second, ds.feature_columns(cb))
+        overlay.info["split"] = split
+    return ChargeCalibration(cb, pb, maps, scales=scales, overlay=overlay)

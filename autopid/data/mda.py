@@ -54,11 +54,13 @@ def _array(frame: Any, ds: PreprocessedDataset, branch: str, layers: list[int], 
 def calibrated_columns(frame: pd.DataFrame, ds: Any, calibration: ChargeCalibration,
                        domain: str | None = None) -> dict[str, np.ndarray]:
     """Calibrated charge columns of ``frame`` (tracker charges divided by the gain maps of
-    ``calibration``, TOF charges scaled; see :meth:`ChargeCalibration.calibrate`): each
+    ``calibration``, TOF charges scaled, Data noise overlaid on MC cluster counts; see
+    :meth:`ChargeCalibration.calibrate`): each
     row's own domain (its ``domain`` column, 0 MC / 1 Data) unless ``domain`` names one
     for every row; without either, the calibration's default domain (Data)."""
     scaled = sorted({c for v in calibration.scales.values() for c in v})
-    names = [*ds.feature_columns(calibration.charge_branch), *ds.feature_columns(calibration.position_branch), *scaled]
+    names = [*ds.feature_columns(calibration.charge_branch), *ds.feature_columns(calibration.position_branch), *scaled,
+             *(c for c in calibration.overlay_columns if c in frame)]
     cols = {c: frame[c].to_numpy(np.float64) for c in names}
     which: Any = domain
     if which is None and "domain" in frame:
@@ -119,7 +121,7 @@ class MDADataset(Dataset[Data]):
         z = layout.get("layer_z")
         z_all = np.asarray(z, dtype=np.float32) / 100.0 if z else np.arange(1, 100, dtype=np.float32) / 10.0
         self.layer_z = z_all[np.asarray(layers) - 1]
-        img = _array(frame, ds, layout["clusters"]["branch"], layout["clusters"]["layers"], 0)  # [N, L, S]
+        img = _array(src, ds, layout["clusters"]["branch"], layout["clusters"]["layers"], 0)  # [N, L, S]
         self.image = np.nan_to_num(img).astype(np.float32)[:, None]  # [N, 1, L, S]
         self.rigidity = _vector(frame, ds, layout["rigidity"])
         self.tof = _vector(src, ds, layout["tof"])

@@ -24,8 +24,8 @@ import pandas as pd
 from autopid._logging import get_logger
 from autopid.config import load_yaml_config
 from autopid.data import PreprocessedDataset
-from autopid.evaluate import DEFAULT_BINS, held_out_frames, physics_metrics
 from autopid.estimate import report_estimate
+from autopid.evaluate import DEFAULT_BINS, held_out_frames, physics_metrics
 from autopid.metrics import best_f1_threshold
 from autopid.report.inputs import ModelSource
 from autopid.train import artifacts, core
@@ -165,8 +165,9 @@ def _classic(ds: PreprocessedDataset, experiment: str, species: str, max_rows: i
         if y is None or len(np.unique(y)) < 2 or y_val is None or not y_val.any():
             notes.append(f"{label} skipped: the MC train or validation split lacks signal or background")
             continue
-        # Data train rows, truth-free, for the selections that recalibrate Data
-        data = role_sample(ds, "train", "data", max_rows=max_rows, seed=seed)[0] if kind != "veto" else None
+        # Data train rows, truth-free: the selections recalibrate Data on them and overlay
+        # its noise on the MC extra-cluster counts
+        data = role_sample(ds, "train", "data", max_rows=max_rows, seed=seed)[0]
         try:
             sel = cls(**kwargs).fit(train, y, validation=(val, y_val), data=data)
         except ValueError as exc:
