@@ -131,7 +131,7 @@ def ams(out: Path, events: int, epochs: int, rows: int) -> None:
     r_mc, _ = role_sample(ds, "test", "mc", species="phosphorus")
     r_data, _ = role_sample(ds, "test", "data")
     classic = ClassicAmsSelection(15).fit(r_tr, y_tr, validation=(r_val, y_val), data=r_data_tr)
-    veto = SecondTrackVeto().fit(r_tr, y_tr, validation=(r_val, y_val))
+    veto = SecondTrackVeto().fit(r_tr, y_tr, validation=(r_val, y_val), data=r_data_tr)
     for dom in ("mc", "data"):
         c = classic.calibration[dom]
         print(f"  {dom} L1 calibration: {len(c['gains'])} ladders, tagged width {c['width_before']:.3f} -> "
@@ -139,9 +139,10 @@ def ams(out: Path, events: int, epochs: int, rows: int) -> None:
     print(f"  classic windows: {classic.windows}")
     print(f"  veto alone: {veto.windows}")
     rows_out["classic (calibrated L1, UTOF, veto)"] = _ams_row(
-        mc_test, data_test, classic.predict(r_mc), classic.predict(r_data, domain="data"), float("nan"),
+        mc_test, data_test, classic.predict(r_mc, domain="mc"), classic.predict(r_data, domain="data"), float("nan"),
         fixed_cut=classic.threshold)
-    rows_out["second-track veto"] = _ams_row(mc_test, data_test, veto.predict(r_mc), veto.predict(r_data),
+    rows_out["second-track veto"] = _ams_row(mc_test, data_test, veto.predict(r_mc, domain="mc"),
+                                             veto.predict(r_data, domain="data"),
                                              float("nan"), fixed_cut=veto.threshold)
     df = pd.DataFrame(rows_out).T
     print("\nAMS-like P selection, test split; Data metrics use the hidden truth (evaluation only)")

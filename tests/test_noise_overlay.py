@@ -23,6 +23,8 @@ from autopid.calibration.gains import (
 from autopid.calibration.noise import fit_noise_overlay, poisson_draws, row_keys
 from autopid.data import PreprocessedDataset
 from autopid.data.mda import MDADataset
+from autopid.errors import ConfigError
+from autopid.publish.mda_inputs import events
 
 SIM_EXCESS = 0.2 - 0.1  # Data minus MC noise clusters per layer and side (simulator defaults)
 
@@ -84,10 +86,16 @@ def test_mc_rows_get_the_noise_data_rows_do_not_and_each_event_keeps_its_draws(
     # stored with the model as JSON, it draws the same
     again = ChargeCalibration.from_dict(cal.to_dict())
     np.testing.assert_array_equal(np.stack([again.calibrate(cols, ams_ds, "mc")[c] for c in ncols], axis=1), as_mc)
-    # a calibration stored before the overlay existed still loads, without one
+    # a calibration stored before the overlay existed still loads, without one; an older
+    # autopid refuses one with an overlay (format 2) instead of dropping it silently
     old = cal.to_dict()
+    assert old["format"] == 2
     del old["noise_overlay"]
+    old["format"] = 1
     assert ChargeCalibration.from_dict(old).overlay is None
+    # a column's draws do not depend on which other count columns are at hand
+    few = {c: v for c, v in cols.items() if c not in ncols[:-1]}
+    np.testing.assert_array_equal(cal.calibrate(few, ams_ds, "mc")[ncols[-1]], as_mc[:, -1])
 
 
 def test_the_overlay_brings_mc_counts_to_data_on_noise_only_rows(ams_ds: PreprocessedDataset,
@@ -118,6 +126,11 @@ def test_the_mda_cluster_image_reads_the_overlaid_counts(ams_ds: PreprocessedDat
     as_data = MDADataset(mc, ams_ds, calibration=cal, domain="data")
     np.testing.assert_array_equal(as_data.image, plain.image)
     assert (as_mc.image > plain.image).any() and not (as_mc.image < plain.image).any()
+    # the inference path (exports, evaluation of MC) draws the same image as training
+    cols = {c: mc[c].to_numpy(np.float64) for c in mc.columns}
+    for domain, built in (("mc", as_mc), ("data", as_data)):
+        np.testing.assert_allclose(events(cols, ams_ds, domain=domain, calibration=cal).image, built.image,
+                                   rtol=1e-6)
 
 
 def test_poisson_draws_have_the_asked_mean_and_depend_only_on_key_and_salt() -> None:
@@ -150,6 +163,17 @@ def test_the_classic_veto_is_set_on_mc_with_the_data_noise(ams_ds: PreprocessedD
     eff = np.mean(sel.predict(val, "mc")[np.asarray(y_val, bool)] >= sel.threshold)
     assert eff == pytest.approx(sel.windows["efficiency_validation"], abs=1e-9)
     assert cls(**kwargs).fit(train, y, validation=(val, y_val), data=None).overlay is None
+    # an MC frame without the roles that seed the draws, or an unknown domain: a clear error
+    with pytest.raises(ConfigError, match="l1_charge"):
+        sel.predict(val.drop(columns=["l1_charge"]), "mc")
+    with pytest.raises(ValueError, match="domain"):
+        sel.predict(val, "MC")
+    if cls is SecondTrackVeto:
+        return  # it needs the second-track count anyway
+    # without the second-track count, fragments would read as noise: no overlay
+    assert cls(**kwargs).fit(train.drop(columns=["second_tracks"]), y,
+                             validation=(val.drop(columns=["second_tracks"]), y_val),
+                             data=data.drop(columns=["second_tracks"])).overlay is None
 
 
 def test_the_estimate_ignores_fragments_and_pile_ups_the_domains_have_at_different_rates() -> None:

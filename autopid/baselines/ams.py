@@ -54,9 +54,9 @@ def fit_extra_overlay(mc: pd.DataFrame, data: pd.DataFrame | None) -> NoiseOverl
     if data is None or not len(data) or not len(mc) or "extra_clusters" not in mc or "extra_clusters" not in data:
         return None
     keys = [r for r in _KEY_ROLES if r in mc and r in data]
-    if not keys:
-        return None
-    second = ["second_tracks"] if "second_tracks" in mc and "second_tracks" in data else []
+    if not keys or "second_tracks" not in mc or "second_tracks" not in data:
+        return None  # without the second-track count, fragments would read as noise
+    second = ["second_tracks"]
 
     def cols(f: pd.DataFrame) -> dict[str, np.ndarray]:
         return {c: f[c].to_numpy(np.float64) for c in ["extra_clusters", *second, *keys]}
@@ -66,9 +66,15 @@ def fit_extra_overlay(mc: pd.DataFrame, data: pd.DataFrame | None) -> NoiseOverl
 
 def with_overlay(frame: pd.DataFrame, overlay: NoiseOverlay | None, domain: str) -> pd.DataFrame:
     """``frame`` with the overlay's noise added to its ``extra_clusters`` if it is MC."""
+    if domain not in ("mc", "data"):
+        raise ValueError(f"domain must be 'mc' or 'data', got {domain!r}")
     if overlay is None or domain != "mc" or "extra_clusters" not in frame or not len(frame):
         return frame
-    cols = {c: frame[c].to_numpy(np.float64) for c in [*overlay.key_columns, "extra_clusters"] if c in frame}
+    missing = [c for c in overlay.key_columns if c not in frame]
+    if missing:
+        raise ConfigError(f"the MC frame lacks the role(s) {', '.join(missing)} that seed its noise overlay "
+                          "(fitted with them)")
+    cols = {c: frame[c].to_numpy(np.float64) for c in [*overlay.key_columns, "extra_clusters"]}
     out = overlay.apply(cols, slice(None))
     return frame.assign(extra_clusters=out["extra_clusters"]) if "extra_clusters" in out else frame
 

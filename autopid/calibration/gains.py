@@ -60,6 +60,7 @@ import numpy as np
 from autopid.calibration.noise import NoiseOverlay, fit_noise_overlay
 
 FORMAT = 1
+FORMAT_WITH_OVERLAY = 2  # what older readers, which know no overlay, refuse instead of dropping it
 DOMAINS = ("mc", "data")
 X_SIDE = 0  # side 0 of the MDA position branch is x (the n side), side 1 is y (bending)
 
@@ -298,8 +299,8 @@ class ChargeCalibration:
     overlay: NoiseOverlay | None = None  # Data noise added to MC count columns (noise.py)
 
     def to_dict(self) -> dict[str, Any]:
-        out = {"format": FORMAT, "kind": "tracker_charge_gains", "charge_branch": self.charge_branch,
-               "position_branch": self.position_branch, "x_side": X_SIDE, "default_domain": self.default_domain,
+        out = {"format": FORMAT if self.overlay is None else FORMAT_WITH_OVERLAY, "kind": "tracker_charge_gains",
+               "charge_branch": self.charge_branch, "position_branch": self.position_branch, "x_side": X_SIDE, "default_domain": self.default_domain,
                "domains": {d: m.to_dict() for d, m in self.maps.items()},
                "scales": {d: {c: float(f) for c, f in v.items()} for d, v in self.scales.items()}}
         if self.overlay is not None:
@@ -308,8 +309,8 @@ class ChargeCalibration:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ChargeCalibration:
-        if int(d.get("format", 0)) != FORMAT or d.get("kind") != "tracker_charge_gains":
-            raise ValueError(f"not a tracker charge calibration of format {FORMAT}: "
+        if int(d.get("format", 0)) not in (FORMAT, FORMAT_WITH_OVERLAY) or d.get("kind") != "tracker_charge_gains":
+            raise ValueError(f"not a tracker charge calibration of format {FORMAT} or {FORMAT_WITH_OVERLAY}: "
                              f"format {d.get('format')!r}, kind {d.get('kind')!r}")
         return cls(str(d["charge_branch"]), str(d["position_branch"]),
                    {str(k): GainMap.from_dict(v) for k, v in d["domains"].items()},

@@ -24,6 +24,7 @@ NumPy only (inference imports it without PyTorch or pandas).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,7 +61,12 @@ def poisson_draws(keys: np.ndarray, mean: float, salt: int) -> np.ndarray:
     k = np.arange(64)
     log_pmf = k * np.log(max(mean, 1e-300)) - mean - np.cumsum(np.log(np.maximum(k, 1)))
     cdf = np.cumsum(np.exp(log_pmf))
-    return np.searchsorted(cdf, u, side="right").astype(np.float64)
+    return np.minimum(np.searchsorted(cdf, u, side="right"), k[-1]).astype(np.float64)
+
+
+def column_salt(name: str) -> int:
+    """A column's own salt (from its name, not its place among the columns at hand)."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little")
 
 
 def noise_mean(extra: np.ndarray) -> tuple[float, int]:
@@ -95,14 +101,19 @@ class NoiseOverlay:
 
     def apply(self, cols: Mapping[str, Any], mc_rows: np.ndarray | slice) -> dict[str, np.ndarray]:
         """The overlaid count columns of ``cols`` (those present, float64): ``mc_rows``
-        (indices or a slice) get their extra clusters, the other rows stay as they are."""
+        (indices or a slice) get their extra clusters, the other rows stay as they are.
+        A column's draws depend on the row's key columns and the column's name only."""
         present = [c for c, v in self.extra.items() if c in cols and v > 0]
         out = {c: np.asarray(cols[c], dtype=np.float64).copy() for c in present}
-        if not present or not all(c in cols for c in self.key_columns):
+        if not present:
             return out
+        missing = [c for c in self.key_columns if c not in cols]
+        if missing:
+            raise ValueError(f"noise overlay: the columns that seed each row's draws are missing: "
+                             f"{', '.join(missing)}")
         keys = row_keys(cols, self.key_columns)[mc_rows]
-        for j, c in enumerate(sorted(present)):
-            add = poisson_draws(keys, self.extra[c], salt=j + 1)
+        for c in present:
+            add = poisson_draws(keys, self.extra[c], salt=column_salt(c))
             out[c][mc_rows] = out[c][mc_rows] + np.where(np.isfinite(out[c][mc_rows]), add, 0.0)
         return out
 
