@@ -10,11 +10,16 @@ autopid's local instance therefore
 - listens on 127.0.0.1 only, on a port chosen before it starts, and
 - exports ``RAY_ADDRESS`` with that port before its processes are spawned, so every
   process of the instance, and every helper in them, inherits the right address.
+
+A process killed with ``kill -9`` cannot remove its temp dir; the next start removes the
+dirs of this user's instances whose owner process is gone (each dir records its owner's
+pid and start time, so a reused pid does not keep a dead instance's dir).
 """
 
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
 import shutil
@@ -26,6 +31,49 @@ from autopid._logging import get_logger
 
 _log = get_logger(__name__)
 _state: dict[str, str] = {}
+_PREFIX = "autopid-ray-"
+_OWNER = "autopid-owner.json"
+
+
+def _process_start(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), or None."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(pid: int, start: str | None) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    now = _process_start(pid)
+    return start is None or now is None or now == start
+
+
+def sweep_stale(root: str | Path | None = None) -> list[Path]:
+    """Remove this user's autopid Ray temp dirs under ``root`` (default: the system temp
+    dir) whose owner process is gone; return them. A dir without a readable owner record
+    (another tool's, or one being created) is left alone."""
+    removed: list[Path] = []
+    uid = getattr(os, "getuid", lambda: None)()
+    for d in Path(root or tempfile.gettempdir()).glob(f"{_PREFIX}*"):
+        try:
+            if uid is not None and d.stat().st_uid != uid:
+                continue
+            owner = json.loads((d / _OWNER).read_text())
+            pid, start = int(owner["pid"]), owner.get("start")
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if not _alive(pid, start):
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
 
 
 def _free_port() -> int:
@@ -46,7 +94,10 @@ def start_or_attach(address: str | None = None, *, num_cpus: int | None = None, 
     if address:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=log_to_driver)
         return
-    temp_dir = tempfile.mkdtemp(prefix="autopid-ray-")
+    for stale in sweep_stale():
+        _log.debug("removed the temp dir of a Ray instance whose process is gone: %s", stale)
+    temp_dir = tempfile.mkdtemp(prefix=_PREFIX)
+    (Path(temp_dir) / _OWNER).write_text(json.dumps({"pid": os.getpid(), "start": _process_start(os.getpid())}))
     last: Exception | None = None
     for _ in range(3):  # the chosen port can be taken between choosing and binding it
         port = _free_port()
