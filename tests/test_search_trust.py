@@ -215,6 +215,9 @@ def test_one_search_per_directory(tmp_path: Path, dataset_yaml: Path) -> None:
     proc = _start(["search", "--space", str(space), "--out", str(out)], tmp_path / "first.log")
     try:
         _wait(lambda: "RUNNING" in _states(out / "optuna.db").values(), proc, "a running trial")
+        # frozen, it holds its lock without finishing the search while the others are refused
+        # (on a busy machine, the refusals took longer than the rest of its small budget)
+        os.kill(proc.pid, signal.SIGSTOP)
         for args in (["search", "--resume", str(out)], ["search", "--space", str(space), "--out", str(out)]):
             t0 = time.time()
             second = subprocess.run([EXE, *args], capture_output=True, text=True, timeout=120)
@@ -236,7 +239,9 @@ def test_one_search_per_directory(tmp_path: Path, dataset_yaml: Path) -> None:
 def test_stall_stops_with_a_message(tmp_path: Path, dataset_yaml: Path) -> None:
     """Trials that ask for more workers than the machine has: Ray waits forever; autopid
     says so and exits non-zero instead of hanging."""
-    space = _space(tmp_path, dataset_yaml, budget={"num_samples": 2, "max_concurrent": 1, "stall_timeout_s": 15})
+    # 40 s: on a busy 2-core machine Ray Train's controller took more than 15 s to ask for its
+    # workers' placement group, and the stall was reported before there was one to name
+    space = _space(tmp_path, dataset_yaml, budget={"num_samples": 2, "max_concurrent": 1, "stall_timeout_s": 40})
     data = yaml.safe_load(space.read_text())
     data["base"]["scaling"] = {"num_workers": 3}
     space.write_text(yaml.safe_dump(data))

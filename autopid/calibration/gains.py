@@ -39,7 +39,11 @@ used by training (:class:`autopid.data.MDADataset`), evaluation and inference
 The calibration also carries the noise overlay (:mod:`autopid.calibration.noise`):
 Data's excess of noise clusters per layer and side, estimated on both train splits
 without truth and added to MC rows' cluster counts when they are calibrated, so every
-consumer of the calibrated inputs sees MC with Data's noise.
+consumer of the calibrated inputs sees MC with Data's noise; the hit removal
+(:mod:`autopid.calibration.hits`): MC main-track hits dropped down to Data's hit
+efficiency per layer and side (charge and position missing, one cluster fewer); and the
+resolution smearing (:mod:`autopid.calibration.resolution`): MC main-track charges
+smeared to Data's charge resolution per layer and side.
 
 The map is stored with the model as JSON (``to_dict`` / ``from_dict``: lists of
 floats, never pickled): in ``model.pt`` as a JSON string and in an export's
@@ -57,10 +61,14 @@ from typing import Any
 
 import numpy as np
 
+from autopid.calibration.hits import HitRemoval, fit_hit_removal
 from autopid.calibration.noise import NoiseOverlay, fit_noise_overlay
+from autopid.calibration.resolution import ResolutionSmearing
 
 FORMAT = 1
 FORMAT_WITH_OVERLAY = 2  # what older readers, which know no overlay, refuse instead of dropping it
+FORMAT_WITH_REMOVAL = 3  # likewise for a hit removal or a resolution smearing
+FORMATS = (FORMAT, FORMAT_WITH_OVERLAY, FORMAT_WITH_REMOVAL)
 DOMAINS = ("mc", "data")
 X_SIDE = 0  # side 0 of the MDA position branch is x (the n side), side 1 is y (bending)
 
@@ -153,6 +161,26 @@ def _mode(values: np.ndarray, edge: float = 0.1) -> float:
     return float(centres[i])
 
 
+def _peak_centre(values: np.ndarray) -> float:
+    """Centre of the main peak of a sample that one-sided contamination may skew: the
+    median of the values within one width of the peak (:func:`_mode`), the width taken
+    from the peak's lower side, twice. As precise as a median, as robust as the mode."""
+    v = values[np.isfinite(values)]
+    centre = _mode(v)
+    for _ in range(2):
+        if not np.isfinite(centre):
+            return centre
+        below = centre - v[v < centre]
+        if below.size < 10:
+            return centre
+        width = 1.4826 * float(np.median(below))  # the lower half's median distance: one sigma
+        near = v[np.abs(v - centre) < width]
+        if near.size < 10:
+            return centre
+        centre = float(np.median(near))
+    return centre
+
+
 def _grouped_median(key: np.ndarray, values: np.ndarray, n_keys: int) -> tuple[np.ndarray, np.ndarray]:
     """Median of ``values`` per integer ``key`` in [0, n_keys) and the counts (NaN where empty)."""
     order = np.lexsort((values, key))
@@ -168,14 +196,16 @@ def _grouped_median(key: np.ndarray, values: np.ndarray, n_keys: int) -> tuple[n
 
 
 def fit_gain_map(charge: np.ndarray, pos: np.ndarray, layers: Sequence[int], *, min_count: int = 300,
-                 max_bins: int = 64, min_cell: int = 30, iterations: int = 6, absolute: bool = True) -> GainMap:
+                 max_bins: int = 64, min_cell: int = 30, iterations: int = 6, absolute: bool = True,
+                 anchor: bool = True) -> GainMap:
     """Fit a :class:`GainMap` on raw ``charge`` and ``pos`` ``[N, T, L, S]`` (NaN where
     missing) of one domain: the main track (T index 0) at ``layers`` (1-based).
 
     ``min_count``: hits a bin should hold on average (sets the number of bins, at most
     ``max_bins``); a cell with fewer than ``min_cell`` hits takes its (layer, side) gain.
     ``absolute``: scale the map so that the peak of the calibrated inner charge is the
-    nearest integer (else: occupancy-weighted mean gain 1).
+    nearest integer (else: occupancy-weighted mean gain 1). ``anchor``: each (layer,
+    side)'s level is set by the peak of its ratios, not their median (see below).
     """
     layers = [int(v) for v in layers]
     li = np.asarray(layers) - 1
@@ -226,6 +256,20 @@ def fit_gain_map(charge: np.ndarray, pos: np.ndarray, layers: Sequence[int], *, 
         use = good & (b >= 0)
         med, counts = _grouped_median(cell_key[use], ratio[use], n_keys)
         new_g = np.where(counts.reshape(g.shape) >= min_cell, med.reshape(g.shape), new_fb[:, :, None])
+        if anchor:
+            # a layer that saw another charge than the event's mean (a nucleus that broke up
+            # between L1 and L2, or deeper) measures no gain: its ratio sits about one charge
+            # unit off, on one side. Where a domain has many such events (Data under a
+            # phosphorus selection: 30 % sulfur broken up to phosphorus between L1 and L2),
+            # the median is pulled (by 1.3 % in L1); the peak of the ratios is not. The
+            # medians keep the shape in x, the peak sets each (layer, side)'s level.
+            rel = ratio / hit_gain(new_g, new_fb)
+            ls = kk * sides + ss
+            for j in range(n_layers * sides):
+                m = _peak_centre(rel[good & (ls == j)])
+                if np.isfinite(m) and m > 0:
+                    new_g[j // sides, j % sides] *= m
+                    new_fb[j // sides, j % sides] *= m
         return new_g, new_fb
 
     # events cross nearly the same x in every layer, so the within-event ratios cannot see
@@ -297,31 +341,55 @@ class ChargeCalibration:
     default_domain: str = "data"
     scales: dict[str, dict[str, float]] = field(default_factory=dict)  # domain -> column -> factor
     overlay: NoiseOverlay | None = None  # Data noise added to MC count columns (noise.py)
+    removal: HitRemoval | None = None  # MC hits dropped to Data's hit efficiency (hits.py)
+    smearing: ResolutionSmearing | None = None  # MC charges smeared to Data's resolution (resolution.py)
 
     def to_dict(self) -> dict[str, Any]:
-        out = {"format": FORMAT if self.overlay is None else FORMAT_WITH_OVERLAY, "kind": "tracker_charge_gains",
+        fmt = (FORMAT_WITH_REMOVAL if self.removal is not None or self.smearing is not None
+               else FORMAT if self.overlay is None else FORMAT_WITH_OVERLAY)
+        out = {"format": fmt, "kind": "tracker_charge_gains",
                "charge_branch": self.charge_branch, "position_branch": self.position_branch, "x_side": X_SIDE, "default_domain": self.default_domain,
                "domains": {d: m.to_dict() for d, m in self.maps.items()},
                "scales": {d: {c: float(f) for c, f in v.items()} for d, v in self.scales.items()}}
         if self.overlay is not None:
             out["noise_overlay"] = self.overlay.to_dict()
+        if self.removal is not None:
+            out["hit_removal"] = self.removal.to_dict()
+        if self.smearing is not None:
+            out["resolution_smearing"] = self.smearing.to_dict()
         return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ChargeCalibration:
-        if int(d.get("format", 0)) not in (FORMAT, FORMAT_WITH_OVERLAY) or d.get("kind") != "tracker_charge_gains":
-            raise ValueError(f"not a tracker charge calibration of format {FORMAT} or {FORMAT_WITH_OVERLAY}: "
+        if int(d.get("format", 0)) not in FORMATS or d.get("kind") != "tracker_charge_gains":
+            raise ValueError(f"not a tracker charge calibration of format {', '.join(map(str, FORMATS))}: "
                              f"format {d.get('format')!r}, kind {d.get('kind')!r}")
         return cls(str(d["charge_branch"]), str(d["position_branch"]),
                    {str(k): GainMap.from_dict(v) for k, v in d["domains"].items()},
                    str(d.get("default_domain", "data")),
                    {str(k): {str(c): float(f) for c, f in v.items()} for k, v in (d.get("scales") or {}).items()},
-                   NoiseOverlay.from_dict(d["noise_overlay"]) if d.get("noise_overlay") else None)
+                   NoiseOverlay.from_dict(d["noise_overlay"]) if d.get("noise_overlay") else None,
+                   HitRemoval.from_dict(d["hit_removal"]) if d.get("hit_removal") else None,
+                   ResolutionSmearing.from_dict(d["resolution_smearing"]) if d.get("resolution_smearing") else None)
 
     @property
     def overlay_columns(self) -> list[str]:
         """The count columns the noise overlay changes (none without one)."""
         return [] if self.overlay is None else [c for c, v in self.overlay.extra.items() if v > 0]
+
+    @property
+    def count_columns(self) -> list[str]:
+        """The count columns the calibration changes: the overlay's and those losing a
+        removed hit's cluster."""
+        lost = [] if self.removal is None else [self.removal.count[c] for c in self.removal.slots
+                                                 if c in self.removal.count]
+        return list(dict.fromkeys([*self.overlay_columns, *lost]))
+
+    @property
+    def blanked_columns(self) -> list[str]:
+        """The columns a removed hit blanks (positions, columns that exist only with it)."""
+        return [] if self.removal is None else list(dict.fromkeys(
+            p for c in self.removal.slots for p in self.removal.blank.get(c, [])))
 
     def domain_codes(self, n: int, domain: str | np.ndarray | None) -> np.ndarray:
         """Per-row domain code (0 MC, 1 Data) from a name, an array of codes or None (default)."""
@@ -342,7 +410,11 @@ class ChargeCalibration:
         branch divided by the gains, the scaled columns multiplied by their factors, for
         each row's domain (a name for every row, or codes 0 MC / 1 Data per row), and the
         count columns of the noise overlay present in ``cols`` with the Data noise added
-        to MC rows. Only these columns are returned (float64); the others stay as they are."""
+        to MC rows. With a hit removal, the dropped MC hits are missing in the charge
+        columns and in the position columns present, and their clusters are taken off the
+        count columns present; the position columns and the columns that only exist with
+        the hit go missing with it (all returned). Only these columns are returned (float64);
+        the others stay as they are."""
         ccols = layout.feature_columns(self.charge_branch)
         n = len(np.asarray(cols[ccols[0]]))
         charge = branch_array(cols, layout, self.charge_branch)
@@ -363,10 +435,25 @@ class ChargeCalibration:
                 else:
                     out_scaled[c][rows] = out_scaled[c][rows] * f
         overlaid: dict[str, np.ndarray] = {}
+        mc_rows = np.flatnonzero(codes == 0)
         if self.overlay is not None:  # keyed on the raw charges: before they are calibrated
-            overlaid = self.overlay.apply(cols, np.flatnonzero(codes == 0))
+            overlaid = self.overlay.apply(cols, mc_rows)
         flat = charge.reshape(n, -1)
-        return {**{c: flat[:, j] for j, c in enumerate(ccols)}, **out_scaled, **overlaid}
+        if self.smearing is not None and len(mc_rows):
+            where = {c: j for j, c in enumerate(ccols)}
+            for c, e in self.smearing.noise(cols, mc_rows).items():
+                flat[mc_rows, where[c]] += e
+        out = {**{c: flat[:, j] for j, c in enumerate(ccols)}, **out_scaled, **overlaid}
+        if self.removal is not None:
+            for c, mask in self.removal.dropped(cols, mc_rows).items():
+                out[c] = np.where(mask, np.nan, out[c])
+                for p in self.removal.blank.get(c, []):
+                    if p in cols:
+                        out[p] = np.where(mask, np.nan, out.get(p, np.asarray(cols[p], dtype=np.float64)))
+                k = self.removal.count.get(c)
+                if k is not None and k in cols:
+                    out[k] = out.get(k, np.asarray(cols[k], dtype=np.float64)) - mask
+        return out
 
 
 def branch_array(cols: Mapping[str, Any], layout: Any, branch: str) -> np.ndarray:
@@ -422,24 +509,97 @@ def overlay_counts(ds: Any) -> tuple[dict[str, tuple[str, str]], list[str]]:
     return counts, second
 
 
+def removal_slots(ds: Any) -> dict[str, tuple[str | None, str | None]]:
+    """The main track's hit slots of the MDA charge layers (charge branch ``[track, layer,
+    side]``), each with its position column (the position branch, same shape) and its
+    cluster-count column (the cluster branch ``[layer, side]``), where those exist."""
+    layout = ds.manifest["mda"]
+    cb, pb = layout["charge"]["branch"], layout["position"]["branch"]
+    cshape = tuple(ds.feature_shape(cb))
+    if len(cshape) != 3:
+        return {}
+    charge_cols = np.asarray(ds.feature_columns(cb)).reshape(cshape)
+    pos_cols = np.asarray(ds.feature_columns(pb)).reshape(cshape) if tuple(ds.feature_shape(pb)) == cshape else None
+    clusters = (layout.get("clusters") or {}).get("branch")
+    count_cols = (np.asarray(ds.feature_columns(clusters)).reshape(cshape[1:])
+                  if clusters and tuple(ds.feature_shape(clusters)) == cshape[1:] else None)
+    out: dict[str, tuple[str | None, str | None]] = {}
+    for layer in layout["charge"]["layers"]:
+        li = int(layer) - 1
+        if not 0 <= li < cshape[1]:
+            continue
+        for si in range(cshape[2]):
+            out[str(charge_cols[0, li, si])] = (None if pos_cols is None else str(pos_cols[0, li, si]),
+                                                None if count_cols is None else str(count_cols[li, si]))
+    return out
+
+
+def _residual_width(r: np.ndarray) -> float:
+    """Width of a residual's peak from its lower side (see :mod:`autopid.calibration.resolution`)."""
+    centre = _peak_centre(r)
+    below = centre - r[np.isfinite(r) & (r < centre)]
+    return 1.4826 * float(np.median(below)) if below.size >= MIN_SMEAR_ROWS else float("nan")
+
+
+MIN_SMEAR_ROWS = 200  # hits below the peak each domain needs for a width
+
+
+def fit_resolution_smearing(q_mc: np.ndarray, q_data: np.ndarray, columns: np.ndarray,
+                            key_columns: Sequence[str]) -> ResolutionSmearing:
+    """The smearing that gives MC Data's width of (layer charge / event truncated mean),
+    from calibrated main-track charges ``[N, L, S]`` of each domain's train split;
+    ``columns`` ``[L, S]`` names their columns. The widths are relative (a ratio peaks at
+    1, which :func:`_mode` resolves to 0.2 %); the noise is in charge units at MC's
+    median truncated mean (the selected species)."""
+    n_layers = q_mc.shape[1]
+    kept = n_layers - 2 if n_layers >= 4 else n_layers  # layers the truncated mean averages
+    share = 1.0 - 1.0 / max(kept, 1)  # of a layer's added variance, what its residual keeps
+    widths: dict[str, dict[str, float | None]] = {}
+    extra: dict[str, float] = {}
+    res, level = {}, {}
+    for name, q in (("mc", q_mc), ("data", q_data)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            tm = truncated_mean(np.nanmean(q, axis=2))
+            res[name] = q / tm[:, None, None]
+        level[name] = float(np.nanmedian(tm)) if np.isfinite(tm).any() else float("nan")
+    for li, si in np.ndindex(*columns.shape):
+        c = str(columns[li, si])
+        w_mc, w_data = _residual_width(res["mc"][:, li, si]), _residual_width(res["data"][:, li, si])
+        ok = np.isfinite(w_mc) and np.isfinite(w_data) and w_mc > 0
+        ok = ok and np.isfinite(level["mc"])
+        extra[c] = float(level["mc"] * np.sqrt(max(w_data**2 - w_mc**2, 0.0) / share)) if ok else 0.0
+        widths[c] = {"mc": w_mc if np.isfinite(w_mc) else None, "data": w_data if np.isfinite(w_data) else None}
+    return ResolutionSmearing(extra, list(key_columns), {"relative_width": widths, "charge": level["mc"]})
+
+
 def fit_charge_calibration(ds: Any, *, split: str = "train", noise_overlay: bool = True,
+                           hit_removal: bool = True, resolution_smearing: bool = True,
                            **kwargs: Any) -> ChargeCalibration:
     """Gain maps of MC and Data, each fitted on its own ``split`` of the cache ``ds``
     (raw charge and position columns; no truth read), the TOF charge scales (peak at
     the nearest integer) and, with ``noise_overlay``, the Data noise to add to MC
-    cluster counts (:mod:`autopid.calibration.noise`). A domain without rows gets unit
-    gains (and no overlay is fitted)."""
+    cluster counts (:mod:`autopid.calibration.noise`) and, with ``hit_removal``, the MC
+    hits to drop down to Data's hit efficiency (:mod:`autopid.calibration.hits`) and,
+    with ``resolution_smearing``, the noise that gives MC charges Data's resolution
+    (:mod:`autopid.calibration.resolution`). A domain without rows gets unit gains (and
+    none of these is fitted)."""
     layout = ds.manifest["mda"]
     cb, pb = layout["charge"]["branch"], layout["position"]["branch"]
     layers = list(layout["charge"]["layers"])
     extra = scale_columns(ds)
     counts, second = overlay_counts(ds) if noise_overlay else ({}, [])
     count_cols = [c for c in [*counts, *second] if c not in ds.feature_columns(cb)]
+    slots = removal_slots(ds) if hit_removal else {}
+    # scalar MDA inputs that may exist only with a hit (a rigidity fitted with it)
+    others = [c for b in [*layout.get("rigidity", []), *layout.get("tof", [])] if not ds.feature_shape(b)
+              for c in ds.feature_columns(b)] if slots else []
     maps: dict[str, GainMap] = {}
     scales: dict[str, dict[str, float]] = {}
     raw: dict[str, dict[str, np.ndarray]] = {}
     for domain in DOMAINS:
-        frame = ds.frame(split, domain, [*ds.feature_columns(cb), *ds.feature_columns(pb), *extra, *count_cols])
+        frame = ds.frame(split, domain, list(dict.fromkeys([*ds.feature_columns(cb), *ds.feature_columns(pb), *extra,
+                                                             *count_cols, *others])))
         cols = {c: frame[c].to_numpy(np.float64) for c in frame.columns}
         raw[domain] = cols
         if len(frame) == 0:
@@ -453,8 +613,24 @@ def fit_charge_calibration(ds: Any, *, split: str = "train", noise_overlay: bool
         # the mean of planes 1 and 2) must survive the calibration in both domains
         factor = charge_scale(np.concatenate([cols[c] for c in extra])) if extra else 1.0
         scales[domain] = {c: factor for c in extra}
-    overlay = None
-    if counts and all(len(next(iter(raw[d].values()), [])) for d in DOMAINS):
+    overlay, removal = None, None
+    both = all(len(next(iter(raw[d].values()), [])) for d in DOMAINS)
+    if counts and both:
         overlay = fit_noise_overlay(raw["mc"], raw["data"], counts, second, ds.feature_columns(cb))
         overlay.info["split"] = split
-    return ChargeCalibration(cb, pb, maps, scales=scales, overlay=overlay)
+    if slots and both:
+        removal = fit_hit_removal(raw["mc"], raw["data"], slots, ds.feature_columns(cb), others)
+        removal.info["split"] = split
+    smearing = None
+    cshape = tuple(ds.feature_shape(cb))
+    if resolution_smearing and both and len(cshape) == 3:
+        li = [int(v) - 1 for v in layers if 0 < int(v) <= cshape[1]]
+        main = {}
+        for d in DOMAINS:
+            q = branch_array(raw[d], ds, cb)
+            maps[d].apply(q, branch_array(raw[d], ds, pb))
+            main[d] = q[:, 0][:, li]
+        names = np.asarray(ds.feature_columns(cb)).reshape(cshape)[0][li]
+        smearing = fit_resolution_smearing(main["mc"], main["data"], names, ds.feature_columns(cb))
+        smearing.info["split"] = split
+    return ChargeCalibration(cb, pb, maps, scales=scales, overlay=overlay, removal=removal, smearing=smearing)

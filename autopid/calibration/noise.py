@@ -53,11 +53,16 @@ def row_keys(cols: Mapping[str, Any], names: Sequence[str]) -> np.ndarray:
     return key
 
 
+def uniforms(keys: np.ndarray, salt: int) -> np.ndarray:
+    """A uniform in [0, 1) per key, a function of ``(key, salt)`` only."""
+    return (_splitmix64(keys ^ _splitmix64(np.full(len(keys), salt, dtype=np.uint64))) >> np.uint64(11)
+            ).astype(np.float64) / float(1 << 53)
+
+
 def poisson_draws(keys: np.ndarray, mean: float, salt: int) -> np.ndarray:
     """Poisson(``mean``) counts, one per key, by inverting the CDF at a uniform made
     from ``(key, salt)``: the same key and salt always give the same count."""
-    u = (_splitmix64(keys ^ _splitmix64(np.full(len(keys), salt, dtype=np.uint64))) >> np.uint64(11)
-         ).astype(np.float64) / float(1 << 53)
+    u = uniforms(keys, salt)
     k = np.arange(64)
     log_pmf = k * np.log(max(mean, 1e-300)) - mean - np.cumsum(np.log(np.maximum(k, 1)))
     cdf = np.cumsum(np.exp(log_pmf))

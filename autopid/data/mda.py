@@ -54,13 +54,14 @@ def _array(frame: Any, ds: PreprocessedDataset, branch: str, layers: list[int], 
 def calibrated_columns(frame: pd.DataFrame, ds: Any, calibration: ChargeCalibration,
                        domain: str | None = None) -> dict[str, np.ndarray]:
     """Calibrated charge columns of ``frame`` (tracker charges divided by the gain maps of
-    ``calibration``, TOF charges scaled, Data noise overlaid on MC cluster counts; see
+    ``calibration``, TOF charges scaled, Data noise overlaid on MC cluster counts, MC hits
+    removed down to Data's hit efficiency; see
     :meth:`ChargeCalibration.calibrate`): each
     row's own domain (its ``domain`` column, 0 MC / 1 Data) unless ``domain`` names one
     for every row; without either, the calibration's default domain (Data)."""
     scaled = sorted({c for v in calibration.scales.values() for c in v})
     names = [*ds.feature_columns(calibration.charge_branch), *ds.feature_columns(calibration.position_branch), *scaled,
-             *(c for c in calibration.overlay_columns if c in frame)]
+             *(c for c in [*calibration.count_columns, *calibration.blanked_columns] if c in frame)]
     cols = {c: frame[c].to_numpy(np.float64) for c in names}
     which: Any = domain
     if which is None and "domain" in frame:
@@ -103,13 +104,13 @@ class MDADataset(Dataset[Data]):
             raise ConfigError(f"{ds.path}: this cache has no 'mda' layout (dataset family is not mda)")
         layers = sorted(set(layout["position"]["layers"]) | set(layout["charge"]["layers"]))
         self.layers = layers
-        pos = _array(frame, ds, layout["position"]["branch"], layers, 1)  # [N, T, L, S]
         src: Any = frame  # where the charges are read: the calibrated columns first
         if calibration is not None:
             if calibration.charge_branch != layout["charge"]["branch"]:
                 raise ConfigError(f"{ds.path}: the model's charge calibration is for branch "
                                   f"{calibration.charge_branch!r}, the MDA layout reads {layout['charge']['branch']!r}")
             src = ChainMap(calibrated_columns(frame, ds, calibration, domain), frame)
+        pos = _array(src, ds, layout["position"]["branch"], layers, 1)  # [N, T, L, S]; removed hits missing
         charge = _array(src, ds, layout["charge"]["branch"], layers, 1)
         use_charge = np.isin(layers, layout["charge"]["layers"])
         use_pos = np.isin(layers, layout["position"]["layers"])
@@ -123,7 +124,7 @@ class MDADataset(Dataset[Data]):
         self.layer_z = z_all[np.asarray(layers) - 1]
         img = _array(src, ds, layout["clusters"]["branch"], layout["clusters"]["layers"], 0)  # [N, L, S]
         self.image = np.nan_to_num(img).astype(np.float32)[:, None]  # [N, 1, L, S]
-        self.rigidity = _vector(frame, ds, layout["rigidity"])
+        self.rigidity = _vector(src, ds, layout["rigidity"])
         self.tof = _vector(src, ds, layout["tof"])
         n = len(frame)
         y = frame["y"].to_numpy(np.float32) if "y" in frame else np.full(n, np.nan, np.float32)

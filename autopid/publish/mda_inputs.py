@@ -119,10 +119,10 @@ def events(cols: Mapping[str, np.ndarray], layout: Any, *, domain: str | None = 
     m = layout.manifest["mda"]
     norm: Normaliser = layout.normaliser
     layers = sorted(set(m["position"]["layers"]) | set(m["charge"]["layers"]))
-    pos = _array(cols, norm, layout, m["position"]["branch"], layers, 1)  # [N, T, L, S]
     cal = calibration if calibration is not None else calibration_of(layout)
-    if cal is not None:  # calibrated charges (tracker gains, TOF charge scales) replace the raw ones
+    if cal is not None:  # calibrated charges (tracker gains, TOF charge scales; MC: overlay, hit removal) replace the raw ones
         cols = {**cols, **cal.calibrate(cols, layout, domain)}
+    pos = _array(cols, norm, layout, m["position"]["branch"], layers, 1)  # [N, T, L, S]
     charge = _array(cols, norm, layout, m["charge"]["branch"], layers, 1)
     charge[:, :, ~np.isin(layers, m["charge"]["layers"]), :] = np.nan
     hit = np.isfinite(pos) & np.isin(layers, m["position"]["layers"])[None, None, :, None]
