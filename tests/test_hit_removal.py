@@ -107,6 +107,15 @@ def test_mc_rows_lose_hits_data_rows_do_not_and_each_event_keeps_its_draws(
                                   ~np.isfinite(np.stack([cols[c] for c in pcols], axis=1)) | gone)
     np.testing.assert_array_equal(np.stack([out[c] for c in ncols], axis=1),
                                   np.stack([cols[c] for c in ncols], axis=1) - gone)
+    # a layer whose x hit was removed calibrates its y charge as a Data hit without x does:
+    # with the (layer, side) gain, not the gain of the x bin it no longer has
+    xq, yq, xp = "trk_charge[0][3][0]", "trk_charge[0][3][1]", "trk_pos[0][3][0]"
+    lost_x = np.isfinite(cols[xq]) & ~np.isfinite(out[xq]) & np.isfinite(cols[yq])
+    assert lost_x.any()
+    plain = fit_charge_calibration(ams_ds, noise_overlay=False, hit_removal=False, resolution_smearing=False)
+    no_x = plain.calibrate({**cols, xp: np.where(lost_x, np.nan, cols[xp])}, ams_ds, "mc")
+    np.testing.assert_allclose(out[yq][lost_x], no_x[yq][lost_x])
+    assert not np.allclose(out[yq][lost_x], plain.calibrate(cols, ams_ds, "mc")[yq][lost_x])
     # the missing-hit fraction of MC now matches Data's
     data = ams_ds.frame("validation", "data", qcols)
     miss_data = (~np.isfinite(data.to_numpy(np.float64))).mean()

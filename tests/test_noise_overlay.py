@@ -54,7 +54,7 @@ def test_the_estimate_finds_the_data_noise_excess_and_nothing_between_equal_samp
 
 
 def test_without_the_overlay_the_calibration_leaves_counts_alone(ams_ds: PreprocessedDataset) -> None:
-    plain = fit_charge_calibration(ams_ds, noise_overlay=False, hit_removal=False)
+    plain = fit_charge_calibration(ams_ds, noise_overlay=False, hit_removal=False, resolution_smearing=False)
     assert plain.overlay is None and plain.overlay_columns == [] and plain.count_columns == []
     mc = ams_ds.frame("validation", "mc")
     out = plain.calibrate({c: mc[c].to_numpy(np.float64) for c in mc.columns}, ams_ds, "mc")
@@ -122,8 +122,8 @@ def test_the_overlay_brings_mc_counts_to_data_on_noise_only_rows(ams_ds: Preproc
 
 def test_the_mda_cluster_image_reads_the_overlaid_counts(ams_ds: PreprocessedDataset, cal: ChargeCalibration) -> None:
     mc = ams_ds.frame("validation", "mc").head(500).reset_index(drop=True)
-    plain = MDADataset(mc, ams_ds, calibration=fit_charge_calibration(ams_ds, noise_overlay=False, hit_removal=False),
-                       domain="mc")
+    plain = MDADataset(mc, ams_ds, calibration=fit_charge_calibration(ams_ds, noise_overlay=False, hit_removal=False,
+                                                                      resolution_smearing=False), domain="mc")
     as_mc = MDADataset(mc, ams_ds, calibration=cal, domain="mc")
     as_data = MDADataset(mc, ams_ds, calibration=cal, domain="data")
     np.testing.assert_array_equal(as_data.image, plain.image)

@@ -24,7 +24,11 @@ domain's own TRAIN split, without truth:
   peak is the highest interior maximum of the distribution: a preselection window on the
   raw inner charge piles the tail of a neighbouring species (Si under a P selection) up
   against its edge, which is not a peak;
-* a hit without an x position (the n side missing) takes its (layer, side) median.
+* each (layer, side)'s level is then set at the peak of its ratios, not their median: a
+  layer crossed by another charge than the rest of the track (a nucleus that broke up
+  between L1 and L2) measures no gain, and where a domain has many such events the median
+  is pulled;
+* a hit without an x position (the n side missing) takes its (layer, side) gain.
 
 Applying the map divides the charge of every track (main and second) at a calibrated
 layer by the gain of the cell its own x position falls in.
@@ -323,7 +327,8 @@ def fit_gain_map(charge: np.ndarray, pos: np.ndarray, layers: Sequence[int], *, 
         gain, fallback = gain * factor, fallback * factor
         info_scale["peak_charge"] = float(round(peak))
     per_layer = [gain[k][:, : len(edges[k]) - 1] for k in range(n_layers)]
-    info = {"method": "median of layer charge / inner truncated mean per (layer, side, x bin), iterated",
+    info = {"method": "median of layer charge / inner truncated mean per (layer, side, x bin), "
+                      "(layer, side) level at the peak of the ratios, iterated",
             "events": int(q.shape[0]), "hits": len(qv), "min_count": int(min_count),
             "max_bins": int(max_bins), "min_cell": int(min_cell), "iterations": int(iterations),
             "bins": [int(len(e) - 1) for e in edges], "column_bins": int(len(col_edges) - 1), **info_scale}
@@ -420,6 +425,17 @@ class ChargeCalibration:
         charge = branch_array(cols, layout, self.charge_branch)
         pos = branch_array(cols, layout, self.position_branch)
         codes = self.domain_codes(n, domain)
+        mc_rows = np.flatnonzero(codes == 0)
+        dropped = self.removal.dropped(cols, mc_rows) if self.removal is not None else {}
+        if dropped:
+            # a removed hit's position is gone before the gains are applied: its other side's
+            # charge then takes the (layer, side) gain, as a Data hit without that position does
+            flat_pos = pos.reshape(n, -1)
+            where = {c: j for j, c in enumerate(layout.feature_columns(self.position_branch))}
+            for c, mask in dropped.items():
+                for p in self.removal.blank.get(c, []):  # type: ignore[union-attr]
+                    if p in where:
+                        flat_pos[mask, where[p]] = np.nan
         scaled = sorted({c for v in self.scales.values() for c in v})
         out_scaled = {c: np.asarray(cols[c], dtype=np.float64).copy() for c in scaled}
         for code, name in enumerate(DOMAINS):
@@ -435,7 +451,6 @@ class ChargeCalibration:
                 else:
                     out_scaled[c][rows] = out_scaled[c][rows] * f
         overlaid: dict[str, np.ndarray] = {}
-        mc_rows = np.flatnonzero(codes == 0)
         if self.overlay is not None:  # keyed on the raw charges: before they are calibrated
             overlaid = self.overlay.apply(cols, mc_rows)
         flat = charge.reshape(n, -1)
@@ -445,7 +460,7 @@ class ChargeCalibration:
                 flat[mc_rows, where[c]] += e
         out = {**{c: flat[:, j] for j, c in enumerate(ccols)}, **out_scaled, **overlaid}
         if self.removal is not None:
-            for c, mask in self.removal.dropped(cols, mc_rows).items():
+            for c, mask in dropped.items():
                 out[c] = np.where(mask, np.nan, out[c])
                 for p in self.removal.blank.get(c, []):
                     if p in cols:
@@ -551,9 +566,11 @@ def fit_resolution_smearing(q_mc: np.ndarray, q_data: np.ndarray, columns: np.nd
     ``columns`` ``[L, S]`` names their columns. The widths are relative (a ratio peaks at
     1, which :func:`_mode` resolves to 0.2 %); the noise is in charge units at MC's
     median truncated mean (the selected species)."""
-    n_layers = q_mc.shape[1]
+    n_layers, sides = q_mc.shape[1], q_mc.shape[2]
     kept = n_layers - 2 if n_layers >= 4 else n_layers  # layers the truncated mean averages
-    share = 1.0 - 1.0 / max(kept, 1)  # of a layer's added variance, what its residual keeps
+    # noise of variance v on every hit adds v (1 - 1/(sides k)) to a hit's residual from the
+    # mean of k layers of `sides` sides each (the trimmed layers, where it is one, add a little more)
+    share = 1.0 - 1.0 / max(sides * kept, 1)
     widths: dict[str, dict[str, float | None]] = {}
     extra: dict[str, float] = {}
     res, level = {}, {}

@@ -13,8 +13,9 @@ the same, without truth:
   ``1 - eps_Data / eps_MC`` (hits can be removed, not added): its charge and position go
   missing and the slot's cluster count loses the hit's cluster;
 * a column that only exists with the hit (in the AMS-like files, the inner+L1 rigidity
-  needs the L1 y hit) goes missing with it: found in the train splits as a column that is
-  missing in every row without the hit and present in most rows with it, in both domains;
+  needs the L1 y hit) goes missing with it: among the candidates the caller names (the
+  MDA's scalar rigidity and TOF inputs), a column that is missing in every train-split row
+  without the hit and present in most rows with it, in both domains;
 * the draw of a row is a function of its raw charges (a hash, as for the noise overlay)
   and the slot's name, so an event loses the same hits in training, evaluation and
   inference, whatever else is in the frame.

@@ -12,7 +12,7 @@ smear MC to the resolution measured in Data; autopid does the same, without trut
 * MC rows get Gaussian noise of ``sigma_MC * sqrt(r^2 - 1)`` on that (layer, side), r the
   Data/MC width ratio and sigma_MC in charge units at MC's median truncated mean, where
   r > 1 (a resolution can be worsened, not improved), scaled up for the share of the
-  added noise that the truncated mean takes back;
+  added noise that the truncated mean takes back (1/(2k) of it, k layers of 2 sides);
 * the draw of a row is a function of its raw charges (a hash, as for the noise overlay)
   and the column's name, so an event gets the same charges in training, evaluation and
   inference.
