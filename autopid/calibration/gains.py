@@ -66,7 +66,7 @@ from typing import Any
 import numpy as np
 
 from autopid.calibration.hits import HitRemoval, fit_hit_removal
-from autopid.calibration.noise import NoiseOverlay, fit_noise_overlay
+from autopid.calibration.noise import NoiseOverlay, SeedKeys, fit_noise_overlay
 from autopid.calibration.resolution import ResolutionSmearing
 
 FORMAT = 1
@@ -426,7 +426,8 @@ class ChargeCalibration:
         pos = branch_array(cols, layout, self.position_branch)
         codes = self.domain_codes(n, domain)
         mc_rows = np.flatnonzero(codes == 0)
-        dropped = self.removal.dropped(cols, mc_rows) if self.removal is not None else {}
+        seeds = SeedKeys(cols)  # one hash of the raw charges for every step that draws
+        dropped = self.removal.dropped(cols, mc_rows, seeds) if self.removal is not None else {}
         if dropped:
             # a removed hit's position is gone before the gains are applied: its other side's
             # charge then takes the (layer, side) gain, as a Data hit without that position does
@@ -452,11 +453,11 @@ class ChargeCalibration:
                     out_scaled[c][rows] = out_scaled[c][rows] * f
         overlaid: dict[str, np.ndarray] = {}
         if self.overlay is not None:  # keyed on the raw charges: before they are calibrated
-            overlaid = self.overlay.apply(cols, mc_rows)
+            overlaid = self.overlay.apply(cols, mc_rows, seeds)
         flat = charge.reshape(n, -1)
         if self.smearing is not None and len(mc_rows):
             where = {c: j for j, c in enumerate(ccols)}
-            for c, e in self.smearing.noise(cols, mc_rows).items():
+            for c, e in self.smearing.noise(cols, mc_rows, seeds).items():
                 flat[mc_rows, where[c]] += e
         out = {**{c: flat[:, j] for j, c in enumerate(ccols)}, **out_scaled, **overlaid}
         if self.removal is not None:

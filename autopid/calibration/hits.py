@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from autopid.calibration.noise import column_salt, row_keys, uniforms
+from autopid.calibration.noise import SeedKeys, column_salt, uniforms
 
 MIN_ROWS = 200  # rows each domain needs for an efficiency
 MIN_MISSING = 20  # rows without a hit each domain needs to tie a column to it
@@ -70,17 +70,15 @@ class HitRemoval:
         """The charge columns whose hits may be dropped."""
         return [c for c, p in self.drop.items() if p > 0]
 
-    def dropped(self, cols: Mapping[str, Any], mc_rows: np.ndarray | slice) -> dict[str, np.ndarray]:
+    def dropped(self, cols: Mapping[str, Any], mc_rows: np.ndarray | slice,
+                seeds: SeedKeys | None = None) -> dict[str, np.ndarray]:
         """Per slot present in ``cols``, a boolean mask over all rows of ``cols``: True
         where an MC row (``mc_rows``) has a hit there that is dropped."""
         present = [c for c in self.slots if c in cols]
         if not present:
             return {}
-        missing = [c for c in self.key_columns if c not in cols]
-        if missing:
-            raise ValueError(f"hit removal: the columns that seed each row's draws are missing: {', '.join(missing)}")
         n = len(np.asarray(cols[present[0]]))
-        keys = row_keys(cols, self.key_columns)[mc_rows]
+        keys = (seeds or SeedKeys(cols)).get(self.key_columns, "hit removal")[mc_rows]
         out = {}
         for c in present:
             mask = np.zeros(n, dtype=bool)

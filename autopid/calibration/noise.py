@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -51,6 +51,26 @@ def row_keys(cols: Mapping[str, Any], names: Sequence[str]) -> np.ndarray:
         bits = np.nan_to_num(np.asarray(cols[c], dtype=np.float64), nan=0.0).view(np.uint64)
         key = _splitmix64(key ^ bits)
     return key
+
+
+class SeedKeys:
+    """The per-row keys of one frame (``cols``), computed once per set of key columns
+    however many calibration steps draw from them."""
+
+    def __init__(self, cols: Mapping[str, Any]) -> None:
+        self.cols = cols
+        self._keys: dict[tuple[str, ...], np.ndarray] = {}
+
+    def get(self, names: Sequence[str], what: str) -> np.ndarray:
+        """Keys from the raw values of ``names``; a clear error naming ``what`` when the
+        frame lacks one of them."""
+        k = tuple(names)
+        if k not in self._keys:
+            missing = [c for c in names if c not in self.cols]
+            if missing:
+                raise ValueError(f"{what}: the columns that seed each row's draws are missing: {', '.join(missing)}")
+            self._keys[k] = row_keys(self.cols, names)
+        return self._keys[k]
 
 
 def uniforms(keys: np.ndarray, salt: int) -> np.ndarray:
@@ -85,38 +105,48 @@ def noise_mean(extra: np.ndarray) -> tuple[float, int]:
 
 
 @dataclass
-class NoiseOverlay:
-    """Extra Poisson mean per count column, added to MC rows (see the module docstring).
-    ``key_columns``: the raw columns whose values seed each row's draws."""
+class ColumnDraws:
+    """A value per column that MC rows get drawn from (the noise overlay's extra mean, the
+    resolution smearing's width), the raw columns whose values seed each row's draws,
+    and notes on the estimate. Stored as JSON with its ``KIND``."""
 
+    KIND: ClassVar[str] = ""
     extra: dict[str, float]
     key_columns: list[str]
     info: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "noise_overlay", "extra": {c: float(v) for c, v in self.extra.items()},
+        return {"kind": self.KIND, "extra": {c: float(v) for c, v in self.extra.items()},
                 "key_columns": list(self.key_columns), "info": self.info}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> NoiseOverlay:
-        if d.get("kind") != "noise_overlay":
-            raise ValueError(f"not a noise overlay: kind {d.get('kind')!r}")
+    def from_dict(cls, d: Mapping[str, Any]) -> Any:
+        if d.get("kind") != cls.KIND:
+            raise ValueError(f"not a {cls.KIND.replace('_', ' ')}: kind {d.get('kind')!r}")
         return cls({str(c): float(v) for c, v in d["extra"].items()}, [str(c) for c in d["key_columns"]],
                    dict(d.get("info") or {}))
 
-    def apply(self, cols: Mapping[str, Any], mc_rows: np.ndarray | slice) -> dict[str, np.ndarray]:
+    def present(self, cols: Mapping[str, Any]) -> list[str]:
+        """The columns of ``cols`` that get draws."""
+        return [c for c, v in self.extra.items() if c in cols and v > 0]
+
+
+class NoiseOverlay(ColumnDraws):
+    """Extra Poisson mean per count column, added to MC rows (see the module docstring)."""
+
+    KIND = "noise_overlay"
+
+    def apply(self, cols: Mapping[str, Any], mc_rows: np.ndarray | slice,
+              seeds: SeedKeys | None = None) -> dict[str, np.ndarray]:
         """The overlaid count columns of ``cols`` (those present, float64): ``mc_rows``
         (indices or a slice) get their extra clusters, the other rows stay as they are.
-        A column's draws depend on the row's key columns and the column's name only."""
-        present = [c for c, v in self.extra.items() if c in cols and v > 0]
+        A column's draws depend on the row's key columns and the column's name only.
+        ``seeds``: the frame's keys, shared with the other steps drawing from it."""
+        present = self.present(cols)
         out = {c: np.asarray(cols[c], dtype=np.float64).copy() for c in present}
         if not present:
             return out
-        missing = [c for c in self.key_columns if c not in cols]
-        if missing:
-            raise ValueError(f"noise overlay: the columns that seed each row's draws are missing: "
-                             f"{', '.join(missing)}")
-        keys = row_keys(cols, self.key_columns)[mc_rows]
+        keys = (seeds or SeedKeys(cols)).get(self.key_columns, "noise overlay")[mc_rows]
         for c in present:
             add = poisson_draws(keys, self.extra[c], salt=column_salt(c))
             out[c][mc_rows] = out[c][mc_rows] + np.where(np.isfinite(out[c][mc_rows]), add, 0.0)

@@ -24,12 +24,10 @@ layers of a track is matched only on average. NumPy only.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
-from autopid.calibration.noise import column_salt, row_keys, uniforms
+from autopid.calibration.noise import ColumnDraws, SeedKeys, column_salt, uniforms
 
 
 def normal_draws(keys: np.ndarray, salt_name: str) -> np.ndarray:
@@ -40,35 +38,17 @@ def normal_draws(keys: np.ndarray, salt_name: str) -> np.ndarray:
     return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
 
 
-@dataclass
-class ResolutionSmearing:
-    """Per charge column the width of the Gaussian noise added to MC rows (calibrated
-    scale); ``key_columns``: the raw columns that seed each row's draws."""
+class ResolutionSmearing(ColumnDraws):
+    """Per charge column the width of the Gaussian noise added to MC rows (calibrated scale)."""
 
-    extra: dict[str, float]
-    key_columns: list[str]
-    info: dict[str, Any] = field(default_factory=dict)
+    KIND = "resolution_smearing"
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": "resolution_smearing", "extra": {c: float(v) for c, v in self.extra.items()},
-                "key_columns": list(self.key_columns), "info": self.info}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> ResolutionSmearing:
-        if d.get("kind") != "resolution_smearing":
-            raise ValueError(f"not a resolution smearing: kind {d.get('kind')!r}")
-        return cls({str(c): float(v) for c, v in d["extra"].items()}, [str(c) for c in d["key_columns"]],
-                   dict(d.get("info") or {}))
-
-    def noise(self, cols: Mapping[str, Any], mc_rows: np.ndarray | slice) -> dict[str, np.ndarray]:
+    def noise(self, cols: Mapping[str, np.ndarray], mc_rows: np.ndarray | slice,
+              seeds: SeedKeys | None = None) -> dict[str, np.ndarray]:
         """Per smeared column present in ``cols``, the noise to add to the rows ``mc_rows``
         (one value per such row)."""
-        present = [c for c, v in self.extra.items() if c in cols and v > 0]
+        present = self.present(cols)
         if not present:
             return {}
-        missing = [c for c in self.key_columns if c not in cols]
-        if missing:
-            raise ValueError(f"resolution smearing: the columns that seed each row's draws are missing: "
-                             f"{', '.join(missing)}")
-        keys = row_keys(cols, self.key_columns)[mc_rows]
+        keys = (seeds or SeedKeys(cols)).get(self.key_columns, "resolution smearing")[mc_rows]
         return {c: self.extra[c] * normal_draws(keys, "smear:" + c) for c in present}
