@@ -9,6 +9,9 @@ training and in inference) must see the same hits.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -18,9 +21,12 @@ from autopid.calibration.gains import (
     removal_slots,
 )
 from autopid.calibration.hits import fit_hit_removal
+from autopid.config.dataset import DatasetConfig
 from autopid.data import PreprocessedDataset
 from autopid.data.mda import MDADataset
+from autopid.preprocess import preprocess
 from autopid.publish.mda_inputs import events
+from autopid.testing import dataset_for
 
 SIM_DROP = 1 - 0.96 / 0.98  # simulator defaults: hit efficiency Data 0.96, MC 0.98
 
@@ -173,3 +179,40 @@ def test_training_and_inference_build_the_same_graphs_of_mc(ams_ds: Preprocessed
         np.testing.assert_allclose(ev.charge, built.charge, rtol=1e-6)
         np.testing.assert_allclose(ev.image, built.image, rtol=1e-6)
         np.testing.assert_allclose(ev.rigidity, built.rigidity, rtol=1e-6)
+
+
+AMS_RENAMED = {"trk_charge": "hit_q", "trk_pos": "hit_xy", "trk_nclusters": "n_clusters",
+               "rig_inner": "rigidity_in", "rig_inner_l1": "rigidity_full", "tof_beta": "beta"}
+
+
+def test_other_branch_names_and_a_tree_autopid_did_not_write(ams_root: Path, tmp_path: Path) -> None:
+    """The slots, their positions and counts, and the column tied to a hit come from the
+    dataset's layout and from the data, not from autopid's own branch names."""
+    import uproot
+
+    from autopid.simulate._common import write_root
+
+    for path in sorted(ams_root.glob("P2026a/*/*.root")):
+        with uproot.open(path) as fh:
+            arrays = fh["amstree"].arrays(library="np")
+        write_root(tmp_path / "files" / path.parent.name / path.name, "nuclei",
+                   {AMS_RENAMED.get(k, k): v for k, v in arrays.items()})
+    text = json.dumps(dataset_for("ams", ams_root, chunk_size=4000, selection=[
+        {"branch": "trk_charge_inner", "op": "between", "value": [13.5, 17.5]}]).model_dump(mode="json",
+                                                                                       exclude_none=True))
+    for old, new in AMS_RENAMED.items():
+        text = text.replace(f'"{old}"', f'"{new}"')
+    raw = json.loads(text)
+    raw["sources"] = [{"domain": d, "files": [str(tmp_path / "files" / d / "*.root")], "tree": "nuclei"}
+                      for d in ("mc", "data")]
+    ds = PreprocessedDataset(preprocess(DatasetConfig.model_validate(raw), cache_root=tmp_path / "cache").path)
+    cal = fit_charge_calibration(ds)
+    assert cal.removal is not None and cal.smearing is not None and cal.overlay is not None
+    assert cal.removal.blank["hit_q[0][0][1]"] == ["hit_xy[0][0][1]", "rigidity_full"]
+    assert cal.removal.count["hit_q[0][3][0]"] == "n_clusters[3][0]"
+    assert set(cal.smearing.extra) == {f"hit_q[0][{li}][{si}]" for li in range(8) for si in range(2)}
+    mc = ds.frame("validation", "mc").head(500).reset_index(drop=True)
+    built = MDADataset(mc, ds, calibration=cal, domain="mc")
+    ev = events({c: mc[c].to_numpy(np.float64) for c in mc.columns}, ds, domain="mc", calibration=cal)
+    np.testing.assert_array_equal(ev.hit, built.hit)
+    np.testing.assert_allclose(ev.charge, built.charge, rtol=1e-6)
