@@ -98,3 +98,37 @@ def test_every_trial_is_scored_on_the_same_validation_rows(alice_ds) -> None:  #
     assert not a.train[["run", "event"]].equals(b.train[["run", "event"]])  # training samples differ
     assert a.validation[["run", "event", "y"]].equals(b.validation[["run", "event", "y"]])
     assert a.validation_data[["run", "event"]].equals(b.validation_data[["run", "event"]])
+
+
+def _fse_space(tmp_path: Path, params: dict) -> Path:
+    data = yaml.safe_load((ROOT / "search_spaces" / "fse.yaml").read_text())
+    data["params"] = params
+    path = tmp_path / "fse.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize(("key", "dist", "message"), [
+    # only the upper end is out of range: each end is checked, not the lower one alone
+    ("training.signal_fraction", {"type": "uniform", "low": 0.3, "high": 1.5}, r"value 1\.5 does not fit"),
+    ("model.params.dropout", {"type": "uniform", "low": 0.0, "high": 1.5}, r"value 1\.5: .*do not make a fse model: ValueError: dropout"),
+    # the second choice: 3 heads cannot split the base's 32 channels
+    ("model.params.num_heads", {"type": "categorical", "choices": [2, 3]}, r"value 3: .*divisible"),
+    ("model.params.num_heads", {"type": "categorical", "choices": [2, "x"]}, r"value 'x': .*do not make a fse model"),
+    ("model.params.num_layers", {"type": "int", "low": 0, "high": 4, "log": True}, r"log: true needs low >= 1"),
+])
+def test_every_value_of_a_range_must_make_a_trial(tmp_path: Path, key: str, dist: dict, message: str) -> None:
+    path = _fse_space(tmp_path, {"training.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-3}, key: dist})
+    with pytest.raises(ConfigError, match=message) as err:
+        load_search_space(path)
+    assert key in str(err.value) and str(path) in str(err.value)
+    assert "errors.pydantic.dev" not in str(err.value)
+
+
+def test_model_params_of_the_base_are_checked(tmp_path: Path) -> None:
+    data = yaml.safe_load((ROOT / "search_spaces" / "fse.yaml").read_text())
+    data["base"]["model"]["params"]["num_hedas"] = 4
+    path = tmp_path / "fse.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=r"base: model.params .*num_hedas"):
+        load_search_space(path)

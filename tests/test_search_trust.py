@@ -309,8 +309,12 @@ def test_console_is_quiet_and_failures_are_named(tmp_path: Path, dataset_yaml: P
     """One line per trial event; a trial that raises is "failed" with its error, everywhere."""
     space = _space(tmp_path, dataset_yaml, budget={"num_samples": 5})
     data = yaml.safe_load(space.read_text())
-    # 3 heads do not divide the default 32 channels: those trials raise in the model's constructor
-    data["params"]["model.params.num_heads"] = {"type": "categorical", "choices": [2, 3]}
+    # each value alone makes a model (the space is checked value by value when it loads), but
+    # 4 or 8 heads do not divide 6 channels, nor 8 heads 12: those trials raise in the model's
+    # constructor
+    data["params"]["model.params.num_heads"] = {"type": "categorical", "choices": [4, 8]}
+    data["params"]["model.params.embed_channels"] = {"type": "categorical",
+                                                     "choices": [[128, 32], [64, 6], [64, 12]]}
     space.write_text(yaml.safe_dump(data))
     out = tmp_path / "search"
     run = subprocess.run([EXE, "search", "--space", str(space), "--out", str(out)], capture_output=True, text=True,
@@ -320,7 +324,9 @@ def test_console_is_quiet_and_failures_are_named(tmp_path: Path, dataset_yaml: P
     rows = pd.read_csv(out / "studies/proton-LHC26a/trials.csv")
     failed = rows[rows["status"] == "failed"]
     assert 0 < len(failed) < 5, rows[["trial", "status", "param.model.params.num_heads"]]
-    assert (rows.loc[rows["status"] == "failed", "param.model.params.num_heads"] == 3).all()
+    width = rows["param.model.params.embed_channels"].astype(str).str.extract(r"(\d+)\]$")[0].astype(int)
+    assert ((width % rows["param.model.params.num_heads"] != 0) == (rows["status"] == "failed")).all(), rows
+    assert failed["error"].str.startswith("AssertionError: embed_dim must be divisible").all(), failed["error"]
     assert failed["error"].str.contains("divisible").all(), failed["error"]
     for number in failed["trial"]:
         assert any(f"trial {number} failed:" in ln and "divisible" in ln for ln in lines), "\n".join(lines)

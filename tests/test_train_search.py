@@ -55,7 +55,8 @@ def dataset_yaml(alice_cfg: DatasetConfig, tmp_path_factory: pytest.TempPathFact
     ("model.params.bogus", {"type": "int", "low": 1, "high": 2}, "unknown fse model parameter 'bogus'"),
     ("training.lr", {"type": "uniform", "low": 0.1, "high": 0.01}, r"params.training.lr.*low \(0.1\) > high \(0.01\)"),
     ("training.batch_size", {"type": "categorical", "choices": []}, r"params.training.batch_size.*at least 1 item"),
-    ("training.not_a_field", {"type": "uniform", "low": 0, "high": 1}, r"params.training.not_a_field: does not fit"),
+    ("training.not_a_field", {"type": "uniform", "low": 0, "high": 1},
+     r"params.training.not_a_field: the value 0.0 does not fit"),
 ])
 def test_invalid_space_refused_before_ray_starts(tmp_path: Path, key: str, value: dict, message: str) -> None:
     import ray

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from typing import Any
 
 from autopid.cli._metrics import add_metrics_args, metrics_endpoint
@@ -13,7 +14,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("search", parents=[common], help="hyperparameter search: Ray Tune + Optuna (TPE) + ASHA",
                        description="Search a YAML space, one study per (species, period). --resume continues a "
                        "search stopped by Ctrl-C, a crash or a stall: finished trials are kept, trials cut short "
-                       "continue from their last epoch. One search at a time per directory.")
+                       "continue from their last epoch. One search at a time per directory. Exit status 1 when a study "
+                       "ends without a model (every trial failed).")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--space", help="search space YAML (see search_spaces/)")
     g.add_argument("--resume", metavar="DIR", help="continue the search in DIR")
@@ -43,4 +45,8 @@ def run(args: argparse.Namespace) -> int:
             print(final_table(exc.summaries, exc.search_dir))
             raise
     print(final_table(summaries, search_dir))
-    return 0
+    empty = [s for s in summaries if not s.get("best_model")]
+    for s in empty:
+        print(f"autopid: error: study {s['study']}: no trial produced a model ({s.get('failed', 0)} failed; "
+              f"the reasons are in {search_dir}/studies/{s['study']}/trials.csv)", file=sys.stderr)
+    return 1 if empty else 0

@@ -314,6 +314,25 @@ def _optuna_study(search_dir: Path, space: SearchSpace, study: Study, storage: s
     return str(names[key])
 
 
+def _input_hashes(prep: PreprocessResult) -> list[str]:
+    return sorted(str(i["sha256"]) for i in prep.manifest.get("inputs") or [])
+
+
+def _check_same_inputs(search_dir: Path, inputs: dict[str, list[str]]) -> None:
+    """Refuse to resume a search whose input files changed: its trials so far were
+    trained and scored on the old data, and would be compared with new ones."""
+    recorded = json.loads((search_dir / "search.json").read_text()).get("inputs")
+    if recorded is None:
+        return  # a search from before the inputs were recorded
+    for name, hashes in inputs.items():
+        if name in recorded and recorded[name] != hashes:
+            raise ConfigError(
+                f"{search_dir}: the input files of study {name} changed since this search began "
+                f"({len(recorded[name])} file(s) then, {len(hashes)} now, contents differ); its trials were "
+                "trained on the old data and cannot be compared with new ones. Start a new search "
+                "(another --out), or restore the files")
+
+
 def _load_or_create(space_path: str | Path | None, resume_dir: str | Path | None, out_dir: str | Path | None,
                     species: str | None, period: str | None, storage: str | None,
                     ) -> tuple[Path, SearchSpace, list[Study], str | None, bool]:
@@ -361,29 +380,43 @@ def run_search(
 
     search_dir, space, studies, storage, new = _load_or_create(space_path, resume_dir, out_dir, species,
                                                                period, storage)
+    created = new and not search_dir.exists()
     lock = DirectoryLock(search_dir, "search").acquire()
+    set_up = False
     try:
-        if new and ((search_dir / "search.json").exists() or (search_dir / SPACE_FILE).exists()):
+        # search.json is written last, once the data are ready and fit the space: it marks a
+        # directory that holds a search (a config.yaml alone is a setup cut short)
+        if new and (search_dir / "search.json").exists():
             raise ConfigError(f"{search_dir}: already holds a search; continue it with --resume {search_dir}, "
                               "or give another --out")
-        if new:
-            storage = storage or f"sqlite:///{(search_dir / 'optuna.db').resolve()}"
-            write_run_info(search_dir, space)
-            atomic_write_text(search_dir / "search.json", json.dumps(
-                {"storage": storage, "studies": [s.model_dump() for s in studies], "optuna_studies": {}},
-                indent=2) + "\n")
-        assert storage is not None
         _prepare_demo_data(space)
-        runs = []
+        preps = []
         for study in studies:
             base = space.train_config(study, {}).model_copy(update={"period": study.period})
             prep = prepare_data(base, scheduler_address)
             validate_against_data(space, study, prep.manifest, where=str(space_path or search_dir / SPACE_FILE))
-            runs.append(_StudyRun(space, study, search_dir / "studies" / study_name(space, study), storage, prep,
-                                  _optuna_study(search_dir, space, study, storage)))
+            preps.append(prep)
+        inputs = {study_name(space, s): _input_hashes(p) for s, p in zip(studies, preps, strict=True)}
+        if new:
+            storage = storage or f"sqlite:///{(search_dir / 'optuna.db').resolve()}"
+            write_run_info(search_dir, space)
+            atomic_write_text(search_dir / "search.json", json.dumps(
+                {"storage": storage, "studies": [s.model_dump() for s in studies], "optuna_studies": {},
+                 "inputs": inputs}, indent=2) + "\n")
+        else:
+            _check_same_inputs(search_dir, inputs)
+        set_up = True
+        assert storage is not None
+        runs = [_StudyRun(space, study, search_dir / "studies" / study_name(space, study), storage, prep,
+                          _optuna_study(search_dir, space, study, storage))
+                for study, prep in zip(studies, preps, strict=True)]
         summaries = _run_all(runs, search_dir, address=address, warm_start=warm_start, verbose=verbose)
     finally:
         lock.release()
+        if created and not set_up:
+            # a new search refused before it began (bad data, a space the data cannot serve):
+            # leave nothing that a corrected rerun with the same --out would trip over
+            shutil.rmtree(search_dir, ignore_errors=True)
     unfinished = [s for s in summaries if s["state"] != "finished"]
     if unfinished:
         stall = next((s["stall"] for s in unfinished if s.get("stall")), None)

@@ -16,6 +16,7 @@ from pydantic import Field, model_validator
 
 from autopid.config._loader import StrictModel, load_yaml_config
 from autopid.errors import ConfigError
+from autopid.models.check import check_model_params
 from autopid.train.config import TrainConfig
 
 
@@ -54,6 +55,8 @@ class IntRange(StrictModel):
     def _order(self) -> IntRange:
         if self.low > self.high:
             raise ValueError(f"low ({self.low}) > high ({self.high})")
+        if self.log and self.low < 1:
+            raise ValueError(f"log: true needs low >= 1 (got {self.low})")
         return self
 
 
@@ -135,10 +138,11 @@ def _set(cfg: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def _example(dist: Distribution) -> Any:
+def _examples(dist: Distribution) -> list[Any]:
+    """Values that stand for the whole range: both ends, or every choice."""
     if isinstance(dist, Choice):
-        return dist.choices[0]
-    return dist.low
+        return list(dist.choices)
+    return [dist.low, dist.high]
 
 
 _MODEL_PARAMS = {
@@ -210,13 +214,18 @@ def load_search_space(path: str | Path) -> SearchSpace:
                 raise ConfigError(f"{where}: unknown {family} model parameter {name!r}; "
                                   f"expected one of: {', '.join(_MODEL_PARAMS[family])}")
         _check_acts(space, key, where)
-        try:
-            space.train_config(space.studies[0], {key: _example(dist)})
-        except Exception as exc:  # pydantic reports the bad field
-            msg = str(exc).splitlines()
-            raise ConfigError(f"{where}: does not fit the training config ({' '.join(m.strip() for m in msg[:3])})") from exc
+        for value in _examples(dist):
+            try:
+                cfg = space.train_config(space.studies[0], {key: value})
+            except Exception as exc:  # pydantic reports the bad field
+                msg = [m.strip() for m in str(exc).splitlines() if not m.strip().startswith("For further information")]
+                raise ConfigError(f"{where}: the value {value!r} does not fit the training config "
+                                  f"({' '.join(msg[:3])})") from exc
+            if key.startswith("model.params."):
+                check_model_params(cfg.model.family, cfg.model.params, where=f"{where}: the value {value!r}")
     try:
-        space.train_config(space.studies[0], {})
+        cfg = space.train_config(space.studies[0], {})
     except Exception as exc:
         raise ConfigError(f"{path}: base: not a valid training config: {exc}") from exc
+    check_model_params(cfg.model.family, cfg.model.params, where=f"{path}: base")
     return space

@@ -15,6 +15,7 @@ RUNNING, a re-seeded TPE proposes the same points). Here, instead:
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -246,6 +247,22 @@ def _error_text(tune_trial: Any) -> str:
             err = Path(tune_trial.error_file).read_text()
         except Exception:  # noqa: BLE001 - the message is a courtesy
             err = None
-    lines = [ln.strip() for ln in str(err or "").splitlines() if ln.strip()]
-    text = next((ln for ln in reversed(lines) if ":" in ln and not ln.startswith("File ")), lines[-1] if lines else "")
-    return (text or "the trial raised an error (see ray.log in the search directory)")[:300]
+    return error_summary(str(err or "")) or "the trial raised an error (see ray.log in the search directory)"
+
+
+_EXC_LINE = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?([A-Za-z_]\w*(?:Error|Exception|Exit))(?:\(\w+\))?(?::\s*(.*))?$")
+
+
+def error_summary(traceback_text: str, limit: int = 300) -> str:
+    """The innermost exception of a traceback as one line: its class and message,
+    multi-line messages (pydantic's field list) joined, links to docs left out."""
+    lines = [ln.strip() for ln in traceback_text.splitlines() if ln.strip()]
+    start = next((i for i in range(len(lines) - 1, -1, -1) if _EXC_LINE.match(lines[i])), None)
+    if start is None:
+        return (lines[-1] if lines else "")[:limit]
+    m = _EXC_LINE.match(lines[start])
+    assert m is not None
+    rest = [ln for ln in lines[start + 1:] if not ln.startswith(("For further information", "File ", "^"))]
+    head = f"{m.group(1)}: {m.group(2)}" if m.group(2) else m.group(1)
+    text = " ".join((head, *rest))
+    return text[:limit]

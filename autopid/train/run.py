@@ -21,9 +21,10 @@ from typing import Any
 import pandas as pd
 
 from autopid._logging import get_logger
-from autopid.config import load_dataset_config
+from autopid.config import load_dataset_config, load_yaml_config
 from autopid.data import PreprocessedDataset
 from autopid.errors import AutopidError
+from autopid.models.check import check_model_params
 from autopid.preprocess import PreprocessResult, preprocess
 from autopid.provenance import atomic_write_text, write_run_info
 from autopid.train import artifacts
@@ -80,6 +81,48 @@ def finish_run_dir(run_dir: Path, result: Any, prep: PreprocessResult, epochs_ma
     return summary
 
 
+# what may change when a run is resumed: how long it trains and on what resources
+_RESUMABLE_CHANGES = ("scaling", "training.epochs")
+
+
+def check_resumable(run_dir: Path, cfg: TrainConfig, inputs: dict[str, str]) -> None:
+    """An existing run directory is resumed from its last checkpoint; refuse when that
+    checkpoint belongs to another configuration or other input files, which would go on
+    training the old model under the new config's name."""
+    if not (run_dir / "config.yaml").is_file():
+        return
+    try:
+        old = load_yaml_config(run_dir / "config.yaml", TrainConfig)
+    except Exception as exc:  # noqa: BLE001 - any reason it cannot be read refuses
+        raise AutopidError(f"{run_dir}: holds a config.yaml that is not a training config ({exc}); "
+                           "give another --out") from None
+    before, now = _flat(old.model_dump(mode="json")), _flat(cfg.model_dump(mode="json"))
+    changed = sorted(k for k in before.keys() | now.keys()
+                     if before.get(k) != now.get(k) and not k.startswith(_RESUMABLE_CHANGES))
+    if changed:
+        shown = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed[:4])
+        more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
+        raise AutopidError(f"{run_dir}: holds a run of another configuration ({shown}{more}); the same --out "
+                           "resumes a run, so give another --out, or remove the directory to start over")
+    try:
+        old_inputs = json.loads((run_dir / "metadata.json").read_text()).get("inputs")
+    except (OSError, ValueError):
+        old_inputs = None
+    if old_inputs is not None and old_inputs != inputs:
+        raise AutopidError(f"{run_dir}: the run's input files changed since it began; its checkpoints were "
+                           "trained on the old data. Give another --out, or remove the directory to start over")
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def default_run_dir(cfg: TrainConfig) -> Path:
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path("runs") / f"train-{cfg.model.family}-{cfg.species}-{stamp}"
@@ -92,10 +135,12 @@ def train(cfg: TrainConfig, *, run_dir: str | Path | None = None, address: str |
 
     t0 = time.perf_counter()
     run_path = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
-    run_path.mkdir(parents=True, exist_ok=True)
+    check_model_params(cfg.model.family, cfg.model.params, where="model.params")
     prep = prepare_data(cfg, scheduler)
-    write_run_info(run_path, cfg, inputs={i["path"]: i["sha256"] for i in prep.manifest["inputs"]},
-                   cache=str(prep.path))
+    inputs = {i["path"]: i["sha256"] for i in prep.manifest["inputs"]}
+    check_resumable(run_path, cfg, inputs)
+    run_path.mkdir(parents=True, exist_ok=True)
+    write_run_info(run_path, cfg, inputs=inputs, cache=str(prep.path))
     init_ray(address)
     result = make_trainer(cfg, prep.path, storage_path=run_path, name="ray").fit()
     summary = finish_run_dir(run_path, result, prep, epochs_max=cfg.training.epochs)
