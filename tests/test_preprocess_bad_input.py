@@ -189,3 +189,25 @@ def test_staging_of_a_killed_run_is_removed_by_the_next_run(alice_cfg, tmp_path)
     preprocess(alice_cfg, cache_root=root)
     assert not left.exists()
     assert not list((root / "preprocess").glob(".staging-*"))
+
+
+def test_a_file_matched_twice_is_read_once(alice_cfg: DatasetConfig, alice_root: Path, tmp_path: Path,
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    one = _one_mc_file(alice_root)
+    pattern = str(one.parent / "*.root")
+    plain = preprocess(_cfg_with(alice_cfg, [pattern]), cache_root=tmp_path / "a")
+    link = tmp_path / "link.root"
+    link.symlink_to(one)
+    with caplog.at_level(logging.WARNING, logger="autopid"):
+        # listed twice, matched by the glob as well, and reached through a link: one file
+        twice = preprocess(_cfg_with(alice_cfg, [str(one), str(one), pattern, str(link)]), cache_root=tmp_path / "b")
+    for split in ("train", "validation", "test"):
+        assert twice.manifest["splits"][split]["mc"]["rows"] == plain.manifest["splits"][split]["mc"]["rows"] > 0
+    assert len(twice.manifest["inputs"]) == len(plain.manifest["inputs"])
+    assert "read once" in caplog.text and str(link) in caplog.text
+
+
+def test_a_directory_is_not_a_file(alice_cfg: DatasetConfig, alice_root: Path, tmp_path: Path) -> None:
+    folder = _one_mc_file(alice_root).parent
+    msg = _error(_cfg_with(alice_cfg, [str(folder)]), tmp_path)
+    assert f"{folder}: a directory, not a file" in msg and "*.root" in msg

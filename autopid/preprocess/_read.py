@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import glob
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,10 @@ import uproot
 from uproot.behaviors.RNTuple import RNTuple
 from uproot.behaviors.TTree import TTree
 
+from autopid._logging import get_logger
 from autopid.errors import InputError
+
+_log = get_logger(__name__)
 
 # Both kinds answer ``num_entries``, ``keys()``, ``arrays(...)`` and ``iterate(...)`` alike.
 Tree = TTree | RNTuple
@@ -29,19 +33,31 @@ class BranchInfo:
 
 
 def expand_files(patterns: Iterable[str]) -> list[Path]:
-    """Expand paths and globs; a pattern that matches nothing is an error."""
+    """Expand paths and globs; a pattern that matches nothing is an error. A file that
+    several patterns match (or one listed twice) is read once: its rows would otherwise
+    count twice."""
     out: list[Path] = []
+    seen: dict[str, str] = {}
     for pattern in patterns:
         pattern = str(Path(pattern.replace("{period}", "*")).expanduser())
         if glob.has_magic(pattern):
-            matches = sorted(glob.glob(pattern, recursive=True))
+            matches = [Path(m) for m in sorted(glob.glob(pattern, recursive=True)) if Path(m).is_file()]
             if not matches:
                 raise InputError(f"{pattern}: no file matches this pattern")
-            out.extend(Path(m) for m in matches)
         else:
             path = Path(pattern)
+            if path.is_dir():
+                raise InputError(f"{path}: a directory, not a file; give a pattern such as {path / '*.root'}")
             if not path.is_file():
                 raise InputError(f"{path}: file not found")
+            matches = [path]
+        for path in matches:
+            key = os.path.realpath(path)
+            if key in seen:
+                _log.warning("%s: matched again by %s; read once", path, pattern if seen[key] != pattern else
+                             "the same pattern")
+                continue
+            seen[key] = pattern
             out.append(path)
     return out
 

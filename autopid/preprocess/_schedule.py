@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -119,10 +120,27 @@ def _distributed(tasks: list[FileTask], cfg: DatasetConfig, shard_root: str, sch
         return results
 
 
+def _die_with_parent(parent: int) -> None:
+    """In a pool worker: be killed when the process that forked it dies. After a kill -9
+    of ``autopid preprocess`` its workers would otherwise wait on their pipes forever,
+    holding memory and open ROOT files (Linux; elsewhere the pool's own shutdown only)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+        except (OSError, AttributeError):
+            return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
 def _processes(delayed: list[Any], workers: int, started: Callable[[], None]) -> list[FileStats]:
     import dask.multiprocessing
 
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                               initializer=_die_with_parent, initargs=(os.getpid(),))
     try:
         # a fork pool starts every worker at its first task: now, before any thread of
         # ours (provenance) exists
