@@ -303,3 +303,22 @@ def test_the_working_point_is_taken_on_every_validation_row(alice_ds: Any) -> No
     n_val = alice_ds.manifest["splits"]["validation"]["mc"]["rows"]
     assert len(rows) == n_val > len(frames.validation)
     assert 0 < rows["y"].mean() < 0.3  # the natural composition, not a resampled mix
+
+
+@pytest.mark.slow
+def test_real_data_without_truth_is_scored_on_mc_only(alice_root: Path, tmp_path: Path) -> None:
+    """Real Data have no truth: the benchmark scores every method on MC and writes no
+    Data record instead of failing on the missing labels."""
+    raw = yaml.safe_load(builtin_dataset_path("alice").read_text())
+    raw["truth"] = {"label": {"mc": "fPdgCode"}, "extra": {"primary": {"mc": "fIsPhysicalPrimary"}}}
+    raw.update(name="real_data", targets=["kaon"],
+               sources=[{"domain": d, "files": [str(alice_root / "LHC26a" / d / "*.root")], "tree": "O2pidtracks"}
+                        for d in ("mc", "data")])
+    cases = cases_from_configs([(DatasetConfig.model_validate(raw), "no Data truth")])
+    res = run_benchmark(cases, tmp_path / "bench", preset=PRESETS["tiny"], seeds=1, workers=1,
+                        cache_dir=tmp_path / "cache", plots=False)
+    assert not res.failures, [j.error for j in res.failures]
+    records = json.loads((tmp_path / "bench" / "benchmark.json").read_text())
+    assert {r["method"] for r in records} == {"fse", "nsigma", "xgboost", "mlp_imputation"}
+    assert {r["domain"] for r in records} == {"mc"}
+    assert _get(records, method="xgboost", domain="mc", metric="auc", bin=None, charge=None)[0]["value"] > 0.7

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import optuna
@@ -254,3 +255,24 @@ def test_retraining_report(ams_run: Path, ams_ds: PreprocessedDataset, tmp_path:
     (work / "other").mkdir()
     with pytest.raises(ConfigError, match=re.escape(str(work / "other"))):
         discover(work / "other")
+
+
+@pytest.mark.slow
+def test_report_on_real_data_without_truth(alice_cfg: Any, tmp_path: Path) -> None:
+    """Real Data have no truth: the report shows MC metrics, the truth-free Data estimate
+    and the score distributions, and no figure or column that would need Data labels."""
+    from autopid.preprocess import preprocess
+
+    raw = alice_cfg.model_dump(mode="json")
+    raw["truth"] = {"label": {"mc": raw["truth"]["label"]["mc"]},
+                    "extra": {k: {"mc": v["mc"]} for k, v in (raw["truth"].get("extra") or {}).items()}}
+    raw["name"] = "alice_real"
+    real = PreprocessedDataset(preprocess(type(alice_cfg).model_validate(raw), cache_root=tmp_path / "cache").path)
+    assert "hidden_label" not in real.evaluation_truth("test", "data")
+    run = _train_run(real, "fse", "proton", FSE_PARAMS, 0.0, tmp_path / "run")
+    ev = evaluate_source(discover(run).models[0], max_rows=ROWS, learned_baselines=False)
+    assert len(ev.data) > 0 and "y" not in ev.data and "true_species" not in ev.data
+    assert all("data" not in s.metrics and "data_estimate" in s.metrics for s in ev.selections)
+    assert any("no truth" in n for n in ev.notes)
+    rep = make_report(run, max_rows=ROWS, learned_baselines=False)
+    _check_report(rep.path, {"run-training.png", "run-roc-mc.png", "run-efficiency-purity-mc.png", "run-scores.png"})

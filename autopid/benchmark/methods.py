@@ -24,6 +24,7 @@ from autopid.evaluate import held_out_frames
 from autopid.metrics import best_f1_threshold
 
 _log = get_logger(__name__)
+_NO_TRUTH_WARNED: set[str] = set()
 
 ROW = "__benchmark_row"
 
@@ -55,6 +56,12 @@ def load_test(ds: PreprocessedDataset, species: str, max_rows: int | None) -> Te
     """The test rows every method is scored on (the same subsample for every method and
     seed: seed 0)."""
     mc, data = held_out_frames(ds, species)
+    if len(data) and "y" not in data:
+        if str(ds.path) not in _NO_TRUTH_WARNED:
+            _NO_TRUTH_WARNED.add(str(ds.path))
+            _log.warning("%s: the Data have no truth (real Data): the benchmark scores MC only; "
+                         "`autopid report` gives the truth-free Data estimates", ds.path)
+        data = data.iloc[:0]
     frames = {"mc": mc, "data": data}
     roles = {d: _role_frame(ds, "test", d) if len(frames[d]) else None for d in frames}
     rng = np.random.default_rng(0)

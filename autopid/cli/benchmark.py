@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
 
     def progress(res: Any, done: int, total: int) -> None:
         j = res.job
-        state = "skipped" if res.skipped else ("FAILED" if res.error else "ok")
+        state = "skipped" if res.skipped else (f"FAILED: {res.error[:200]}" if res.error else "ok")
         print(f"[{done}/{total}] {j.experiment} {j.species} seed {j.seed} {j.method}: {state} "
               f"({res.seconds:.0f} s)", flush=True)
 

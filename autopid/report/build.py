@@ -36,7 +36,7 @@ def model_figures(ev: Evaluation, out_dir: Path) -> ModelReport:
     rep = ModelReport(ev)
     slug, sp = ev.source.slug, ev.species
     y_mc = ev.mc["y"].to_numpy()
-    has_data = len(ev.data) > 0
+    has_data = len(ev.data) > 0 and "y" in ev.data  # Data with (hidden) truth to plot against
 
     def add(caption: str, path: Path | None) -> None:
         if path is not None:

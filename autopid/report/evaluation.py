@@ -90,8 +90,9 @@ def held_out_with_species(ds: PreprocessedDataset, species: str, max_rows: int |
     mc["true_species"] = ds.label_species(mc["truth_label"].to_numpy())
     mc = pd.concat([mc, ds.role_frame("test", "mc").add_prefix(ROLE_PREFIX)], axis=1)
     if len(data):
-        hidden = ds.evaluation_truth("test", "data")["hidden_label"].to_numpy()
-        data["true_species"] = ds.label_species(hidden)
+        hidden = ds.evaluation_truth("test", "data")
+        if "hidden_label" in hidden:  # simulated Data; real Data has no truth to name species by
+            data["true_species"] = ds.label_species(hidden["hidden_label"].to_numpy())
         data = pd.concat([data, ds.role_frame("test", "data").add_prefix(ROLE_PREFIX)], axis=1)
     rng = np.random.default_rng(seed)
     return _subsample(mc, max_rows, rng), _subsample(data, max_rows, rng)
@@ -247,8 +248,9 @@ def evaluate_source(source: ModelSource, *, max_rows: int | None = 50_000, learn
         s.metrics["mc"] = physics_metrics(mc["y"].to_numpy(), s.mc, s.threshold,
                                           mc[kinematic].to_numpy() if kinematic else None, bins)
         if len(data):
-            s.metrics["data"] = physics_metrics(data["y"].to_numpy(), s.data, s.threshold,
-                                                data[kinematic].to_numpy() if kinematic else None, bins)
+            if "y" in data:  # simulated Data's hidden truth; real Data has none
+                s.metrics["data"] = physics_metrics(data["y"].to_numpy(), s.data, s.threshold,
+                                                    data[kinematic].to_numpy() if kinematic else None, bins)
             # truth-free Data efficiency (template fit) next to the hidden truth; a classic AMS
             # selection cuts on the L1 charge, the template variable: not estimable
             s.metrics["data_estimate"] = report_estimate(ds, species, mc, data, s.mc, s.data, s.threshold,
@@ -263,5 +265,7 @@ def evaluate_source(source: ModelSource, *, max_rows: int | None = 50_000, learn
             ev.attention["data"] = pred_data["attention"]
     if not len(data):
         ev.notes.append("the dataset has no Data test rows: Data plots are left out")
+    elif "y" not in data:
+        ev.notes.append("the Data have no truth (real Data): only the truth-free Data estimates are shown")
     _log.info("evaluated %s on %d MC and %d Data test rows", source.title, len(mc), len(data))
     return ev
