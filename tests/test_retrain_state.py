@@ -227,3 +227,77 @@ def test_a_broken_period_fails_alone_and_the_others_proceed(tmp_path: Path, monk
     out = capsys.readouterr().out
     assert "broken completion marker: P2026a" in out and "unreadable completion marker" in out
     assert "P2026a     runs ?  -  no model: failed" in out
+
+
+_HOLDER = """
+import sys, time
+from autopid.retrain.runner import new_owner
+from autopid.retrain.state import StateStore
+store, me = StateStore(sys.argv[1]), new_owner()
+assert store.claim(sys.argv[2], sys.argv[3], me, 3600) is not None
+print(me, flush=True)
+time.sleep(3600)
+"""
+
+
+def test_a_scheduler_killed_on_this_machine_is_taken_over_without_waiting_for_its_lease(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """kill -9 of the scheduler that holds a period (an hour's lease): the next pass on the
+    same machine sees that its process is gone and takes the run over at once; while the
+    holder lives, or for a holder it cannot judge, it waits for the lease."""
+    import os
+    import platform
+    import signal
+    import threading
+
+    from autopid.retrain.period_pass import PAUSE_ENV, PAUSE_S_ENV
+    from autopid.retrain.runner import dead_here, new_owner
+    from autopid.testing import dataset_for, write_dataset_yaml
+
+    data = tmp_path / "data"
+    simulate_period(AMS, AmsSimConfig(), data, "P2026a", runs=1, events_per_run=800, seed=1)
+    wide = [{"branch": "trk_charge_inner", "op": "between", "value": [13.5, 17.5]}]
+    dataset = write_dataset_yaml(dataset_for("ams", data, selection=wide), tmp_path / "ams.yaml")
+    job = tiny_job(tmp_path / "job.yaml", data_root=data, dataset=dataset,
+                   space=write_tiny_space(tmp_path / "space.yaml"), work=tmp_path / "work")
+    store = StateStore(job.state_url())
+    store.seen(job.name, "P2026a")
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, store.url, job.name, "P2026a"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None
+        owner = holder.stdout.readline().strip()
+        assert not dead_here(owner)  # alive: its lease is respected
+        assert retrain_once(job, store) == []
+        assert store.get(job.name, "P2026a").owner == owner  # type: ignore[union-attr]
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+    assert dead_here(owner)
+    # owners this machine cannot judge: another host, an older owner format, this process
+    pid = owner.split(":")[1]
+    assert not dead_here(owner.replace(platform.node(), "elsewhere", 1))
+    assert not dead_here(f"{platform.node()}:{pid}:abcd1234")
+    assert not dead_here(f"{new_owner().rsplit(':', 3)[0]}:{os.getpid()}:x:{owner.rsplit(':', 1)[1]}")
+    assert store.claim(job.name, "P2026a", "other", 60, dead_owner="not-the-holder") is None  # fenced on the owner
+
+    monkeypatch.setenv(PAUSE_ENV, "preprocessed")
+    monkeypatch.setenv(PAUSE_S_ENV, "120")
+    stop = threading.Event()
+
+    def stop_after_preprocessing() -> None:
+        deadline = time.time() + 180
+        while time.time() < deadline and not any(e["kind"] == "preprocessed" for e in store.events(job.name, "P2026a")):
+            time.sleep(0.2)
+        stop.set()
+
+    watcher = threading.Thread(target=stop_after_preprocessing, daemon=True)
+    watcher.start()
+    t0 = time.time()
+    retrain_once(job, store, stop=stop)
+    watcher.join(timeout=5)
+    assert time.time() - t0 < 300  # not the hour of the dead holder's lease
+    events = store.events(job.name, "P2026a")
+    takeover = next(e for e in events if e["kind"] == "takeover")
+    assert f"owner {owner} died; taken over (attempt 2)" in takeover["message"]
+    assert [e["kind"] for e in events][-1] == "released"

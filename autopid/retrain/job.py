@@ -90,6 +90,9 @@ class GuardSpec(StrictModel):
     error_sigmas: float = Field(default=1.0, ge=0)
     explain_path: str | None = Field(default=None, description="dotted path to why the value is missing, e.g. gap.reason")
     required: bool = Field(default=False, description="a missing value blocks the promotion (else: reported NOT CHECKED)")
+    binomial: Literal["background", "signal"] | None = Field(
+        default=None, description="binned efficiencies: widen each bin's allowance to error_sigmas binomial errors "
+        "of the difference on its background (or signal) rows")
 
     @model_validator(mode="after")
     def _truth_free(self) -> GuardSpec:
@@ -98,7 +101,8 @@ class GuardSpec(StrictModel):
 
     def guard(self) -> Guard:
         return Guard(self.name, self.path, self.higher_is_better, self.tolerance, self.relative_tolerance,
-                     self.absolute_value, self.error_path, self.error_sigmas, self.explain_path, self.required)
+                     self.absolute_value, self.error_path, self.error_sigmas, self.explain_path, self.required,
+                     self.binomial)
 
 
 class Promotion(StrictModel):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import threading
 import traceback
 import uuid
+from pathlib import Path
 
 from autopid._logging import get_logger
 from autopid.retrain.job import RetrainJob
@@ -18,9 +20,43 @@ from autopid.retrain.state import FAILED, LeaseLost, StateStore
 _log = get_logger(__name__)
 
 
+def _machine() -> str:
+    """This kernel boot and PID namespace: two hosts that share a name, or two containers
+    on one kernel, differ here, so a pid is only ever looked up where it means something."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        pidns = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return "-"  # not Linux: never judged dead by pid, only by its lease
+    return hashlib.sha256(f"{boot}:{pidns}".encode()).hexdigest()[:8]
+
+
 def new_owner() -> str:
-    """A scheduler's identity: host, process and a random part (pids are reused)."""
-    return f"{platform.node()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    """A scheduler's identity: host, process, a random part (pids are reused) and the
+    machine (see :func:`_machine`)."""
+    return f"{platform.node()}:{os.getpid()}:{uuid.uuid4().hex[:8]}:{_machine()}"
+
+
+def dead_here(owner: str | None) -> bool:
+    """True when ``owner`` is a scheduler of this machine whose process is gone (kill -9,
+    out of memory): its lease need not be waited out."""
+    parts = (owner or "").split(":")
+    if len(parts) != 4 or parts[0] != platform.node() or parts[3] in ("-", "") or parts[3] != _machine():
+        return False
+    try:
+        pid = int(parts[1])
+    except ValueError:
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    # alive, or a zombie, or the pid reused: wait for the lease
+    return False
 
 
 def _error_text(exc: BaseException) -> str:
@@ -59,9 +95,13 @@ def retrain_once(job: RetrainJob, store: StateStore, *, owner: str | None = None
         row = store.claim(job.name, period.name, owner, job.lease.duration_s)
         if row is None:
             current = store.get(job.name, period.name)
-            if current is not None and current.status == "running":
-                _log.info("%s/%s: held by %s; skipped", job.name, period.name, current.owner)
-            continue
+            if current is not None and current.status == "running" and dead_here(current.owner):
+                # the holder died on this machine: take the run over now, not when its lease ends
+                row = store.claim(job.name, period.name, owner, job.lease.duration_s, dead_owner=current.owner)
+            if row is None:
+                if current is not None and current.status == "running":
+                    _log.info("%s/%s: held by %s; skipped", job.name, period.name, current.owner)
+                continue
         if row.attempts > job.retry.max_attempts:
             # the previous owners died mid-run (killed, out of memory) every time
             store.fail(job.name, period.name, owner, f"no attempt finished in {job.retry.max_attempts} tries "

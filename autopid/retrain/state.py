@@ -249,13 +249,19 @@ class StateStore:
         self.log(job, period, "seen", "complete period detected")
         return True
 
-    def claim(self, job: str, period: str, owner: str, lease_s: float) -> RunRow | None:
+    def claim(self, job: str, period: str, owner: str, lease_s: float, *,
+              dead_owner: str | None = None) -> RunRow | None:
         """Take the run if it is due or its lease expired; None if someone else has it,
-        it is waiting for a retry, or it is finished."""
+        it is waiting for a retry, or it is finished. ``dead_owner``: an owner known to be
+        dead (its process is gone); its run is taken over before the lease expires, if
+        that owner still holds it."""
         now = time.time()
+        takeover = runs.c.lease_expires_at < now
+        if dead_owner is not None:
+            takeover = or_(takeover, runs.c.owner == dead_owner)
         claimable = and_(runs.c.job == job, runs.c.period == period, or_(
             and_(runs.c.status == PENDING, or_(runs.c.next_attempt_at.is_(None), runs.c.next_attempt_at <= now)),
-            and_(runs.c.status == RUNNING, runs.c.lease_expires_at < now)))
+            and_(runs.c.status == RUNNING, takeover)))
         with self.engine.begin() as con:
             before = con.execute(select(runs.c.status, runs.c.owner).where(
                 runs.c.job == job, runs.c.period == period)).first()
@@ -267,7 +273,8 @@ class StateStore:
             row = _row(con.execute(select(runs).where(runs.c.job == job, runs.c.period == period)).one())
         took_over = before is not None and before[0] == RUNNING
         self.log(job, period, "takeover" if took_over else "claimed",
-                 (f"lease of {before[1]} expired; taken over" if took_over else "claimed")
+                 (f"{'owner' if dead_owner else 'lease of'} {before[1]} {'died' if dead_owner else 'expired'}; "
+                  "taken over" if took_over else "claimed")
                  + f" (attempt {row.attempts})", owner=owner, attempt=row.attempts)
         return row
 
