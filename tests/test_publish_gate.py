@@ -15,7 +15,7 @@ GAP = DEFAULT_GUARDS[0].name
 
 
 def _metrics(auc: float = 0.90, gap: float = 0.02, bkg: tuple[float, ...] = (0.10, 0.05, 0.20)) -> dict[str, Any]:
-    bins = [{"low": lo, "high": hi, "n": 100, "n_signal": 30, "value": v}
+    bins = [{"low": lo, "high": hi, "n": 10_000, "n_signal": 3_000, "value": v}
             for (lo, hi), v in zip(((0.1, 0.5), (0.5, 1.5), (1.5, 10.0)), bkg)]
     return {"mc": {"auc": auc, "n": 1000, "binned": {"background_efficiency_90": bins}},
             "data": {"n": 900, "n_selected": 300}, "gap": {"gap": gap, "gap_error": 0.0, "estimable": True},
@@ -49,6 +49,28 @@ def test_a_worse_background_rejection_in_one_bin_blocks_promotion() -> None:
     assert [g.bin for g in bad] == ["[0.5, 1.5)"] and "bin [0.5, 1.5)" in d.reason
     # within the tolerance (10% relative or 0.005 absolute) it passes
     assert decide(_metrics(auc=0.95, bkg=(0.104, 0.054, 0.2)), _metrics(), margin=0.01).promote
+
+
+def test_a_bin_with_a_handful_of_background_events_does_not_decide_alone() -> None:
+    """1 of 23 background events selected against 2 of 23: noise, not a worse model; the
+    same efficiencies on 7,000 background events are a real loss."""
+    def few(values: tuple[float, ...], n: int) -> dict[str, Any]:
+        m = _metrics(auc=0.95 if values[1] > 0.05 else 0.90, bkg=values)
+        for b in m["mc"]["binned"]["background_efficiency_90"]:
+            b.update(n=n + 77, n_signal=77)
+        return m
+
+    small = decide(few((0.10, 2 / 23, 0.20), 23), few((0.10, 1 / 23, 0.20), 23), margin=0.01)
+    assert small.promote, small.reason
+    widened = next(g for g in small.guards if g.bin == "[0.5, 1.5)")
+    assert widened.worse_by == pytest.approx(1 / 23) and widened.allowed == pytest.approx(
+        (2 * 1.5 / 23 * (1 - 1.5 / 23) / 23) ** 0.5) and "binomial" in widened.note
+    large = decide(few((0.10, 2 / 23, 0.20), 7_000), few((0.10, 1 / 23, 0.20), 7_000), margin=0.01)
+    assert not large.promote and [g.bin for g in large.guards if not g.ok] == ["[0.5, 1.5)"]
+    # a guard without the binomial allowance keeps its fixed tolerance
+    strict = Guard("bkg", "mc.binned.background_efficiency_90", higher_is_better=False, tolerance=0.005)
+    assert not decide(few((0.10, 2 / 23, 0.20), 23), few((0.10, 1 / 23, 0.20), 23), margin=0.01,
+                      guards=[strict]).promote
 
 
 def test_no_serving_model_promotes_and_mismatched_data_is_refused() -> None:

@@ -194,6 +194,31 @@ def test_resolve_latest_upload_wins_where_validities_overlap(tmp_path: Path, sou
     assert reg.resolve("proton", 150, experiment="ams").id.experiment == "ams"
 
 
+def test_a_broken_version_blocks_resolution_until_it_is_revoked(tmp_path: Path, source: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """A version whose metadata went bad (disk, a hand edit) may be the one a run needs:
+    resolve refuses rather than guess, names the version and how to take it out of
+    service; once it is revoked, the other versions serve again."""
+    from autopid.cli import main
+    from autopid.errors import InputError
+
+    reg = Registry(tmp_path / "reg")
+    good = reg.publish(source, {**META, "validity": {"runs": [100, 199]}})
+    bad = reg.publish(source, {**META, "validity": {"runs": [200, 299]}})
+    (bad.path / "metadata.json").write_text('{"experiment": "alice", ')
+    with pytest.raises(InputError, match=r"metadata.json.*revoke it \(autopid models revoke alice/proton/v0002\)"):
+        reg.resolve("proton", 150)
+    assert main(["models", "revoke", str(bad.id), "--registry", str(reg.root), "--reason", "disk"]) == 0
+    assert "metadata is unreadable" in capsys.readouterr().out
+    marker = json.loads((bad.path / "revoked.json").read_text())
+    assert marker["reason"].startswith("disk (metadata unreadable:")
+    assert reg.resolve("proton", 150).id == good.id
+    with pytest.raises(AutopidError, match="no model for species 'proton' covers run 250"):
+        reg.resolve("proton", 250)
+    with pytest.raises(ConfigError, match="already revoked"):
+        reg.revoke(bad.id)
+
+
 def test_registry_root_and_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AUTOPID_REGISTRY", str(tmp_path / "env-reg"))
     assert Registry().root == tmp_path / "env-reg"

@@ -160,6 +160,9 @@ def run_resolve(args: argparse.Namespace) -> int:
 def run_revoke(args: argparse.Namespace) -> int:
     reg = _registry(args)
     v = reg.revoke(args.model_id, args.reason)
+    if v is None:
+        print(f"revoked {args.model_id} (its metadata is unreadable; it no longer blocks the other versions)")
+        return 0
     print(f"revoked {v.id} ({v.revoked.get('revoked') if v.revoked else ''})")
     same = [o for o in reg.versions(v.id.experiment, v.id.species)
             if o.revoked is None and o.id != v.id and o.model_of == v.model_of]

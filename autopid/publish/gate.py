@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from autopid._logging import get_logger
 from autopid.errors import ConfigError
@@ -58,6 +58,13 @@ class Guard:
             allowance grows to ``error_sigmas * sqrt(err_candidate^2 + err_serving^2)``.
         explain_path: dotted path to a text saying why the value is missing (shown).
         required: a missing value blocks the promotion (default: reported as NOT CHECKED).
+        binomial: for binned efficiencies (bins with ``n`` rows, ``n_signal`` of them
+            signal): the allowance of each bin grows to ``error_sigmas`` binomial errors of
+            the difference, ``sqrt(2 p (1 - p) / N)`` with ``p`` the mean of the two values
+            and ``N`` the bin's ``"background"`` (``n - n_signal``) or ``"signal"`` rows. Both
+            models score the same rows, so the true error of the difference is smaller:
+            this only keeps a bin with a handful of events (1 of 23 against 2 of 23) from
+            deciding alone.
     """
 
     name: str
@@ -70,6 +77,7 @@ class Guard:
     error_sigmas: float = 1.0
     explain_path: str | None = None
     required: bool = False
+    binomial: Literal["background", "signal"] | None = None
 
     def __post_init__(self) -> None:
         for p in (self.path, self.error_path, self.explain_path):
@@ -83,7 +91,8 @@ DEFAULT_GUARDS: tuple[Guard, ...] = (
     Guard("|MC-Data efficiency gap| (Data efficiency estimated without truth)", "gap.gap", higher_is_better=False,
           tolerance=0.01, absolute_value=True, error_path="gap.gap_error", explain_path="gap.reason"),
     Guard("background efficiency at 90% signal efficiency (MC), per kinematic bin",
-          "mc.binned.background_efficiency_90", higher_is_better=False, tolerance=0.005, relative_tolerance=0.10),
+          "mc.binned.background_efficiency_90", higher_is_better=False, tolerance=0.005, relative_tolerance=0.10,
+          binomial="background"),
 )
 
 
@@ -171,7 +180,8 @@ def _check(guard: Guard, label: str | None, cand: Any, serv: Any, err: float = 0
     allowed = guard.tolerance if math.isinf(s) else max(guard.tolerance, guard.relative_tolerance * abs(s))
     note = ""
     if err > allowed:
-        allowed, note = err, f"allowance widened to {guard.error_sigmas:g} sigma of the estimates ({err:.3g})"
+        what = "binomial errors" if guard.binomial else "sigma of the estimates"
+        allowed, note = err, f"allowance widened to {guard.error_sigmas:g} {what} ({err:.3g})"
     return GuardResult(guard.name, label, c, s, worse, allowed, not worse > allowed, note)
 
 
@@ -184,6 +194,18 @@ def _error(guard: Guard, candidate: Mapping[str, Any], serving: Mapping[str, Any
     return guard.error_sigmas * math.hypot(ec, es)
 
 
+def _binomial_error(guard: Guard, bin_: Mapping[str, Any], serving_value: Any) -> float:
+    if guard.binomial is None:
+        return 0.0
+    c, s = _number(bin_.get("value")), _number(serving_value)
+    n, n_sig = bin_.get("n"), bin_.get("n_signal")
+    if c is None or s is None or n is None or n_sig is None:
+        return 0.0
+    rows = int(n) - int(n_sig) if guard.binomial == "background" else int(n_sig)
+    p = min(max((c + s) / 2, 0.0), 1.0)
+    return guard.error_sigmas * math.sqrt(2 * p * (1 - p) / rows) if rows > 0 else 0.0
+
+
 def _check_guard(guard: Guard, candidate: Mapping[str, Any], serving: Mapping[str, Any]) -> list[GuardResult]:
     cand, serv = _lookup(candidate, guard.path), _lookup(serving, guard.path)
     if isinstance(cand, list) or isinstance(serv, list):
@@ -192,7 +214,7 @@ def _check_guard(guard: Guard, candidate: Mapping[str, Any], serving: Mapping[st
         for b in cand or []:
             key = (b.get("low"), b.get("high"))
             value, other = b.get("value"), sbins.get(key)
-            out.append(_check(guard, f"[{key[0]:g}, {key[1]:g})", value, other,
+            out.append(_check(guard, f"[{key[0]:g}, {key[1]:g})", value, other, _binomial_error(guard, b, other),
                               why=f"{guard.path} bin missing or NaN"))
         return out
     return [_check(guard, None, cand, serv, _error(guard, candidate, serving),

@@ -334,8 +334,10 @@ class Registry:
                 try:
                     out.append(ModelVersion.load(sdir / version_dir(n)))
                 except InputError as exc:
-                    if strict:
-                        raise
+                    # a revoked version serves no run, readable or not: it cannot block the others
+                    if strict and not (sdir / version_dir(n) / REVOKED_FILE).is_file():
+                        raise InputError(f"{exc}; if this version is broken, revoke it "
+                                         f"(autopid models revoke {exp}/{sp}/{version_dir(n)})") from None
                     _log.warning("skipping %s/%s/%s: %s", exp, sp, version_dir(n), exc)
         return out
 
@@ -374,15 +376,26 @@ class Registry:
         return best
 
     # -- writing -------------------------------------------------------------------------
-    def revoke(self, model_id: str | ModelId, reason: str = "") -> ModelVersion:
-        """Mark a version revoked (``revoked.json``); it is kept but no longer resolved."""
-        version = self.get(model_id, verify=False)
-        if version.revoked is not None:
-            raise ConfigError(f"model {version.id} is already revoked ({version.revoked.get('revoked')})")
+    def revoke(self, model_id: str | ModelId, reason: str = "") -> ModelVersion | None:
+        """Mark a version revoked (``revoked.json``); it is kept but no longer resolved.
+        A version whose metadata cannot be read is revoked too (None is returned): that
+        is how a broken version stops blocking the species' other versions."""
+        mid = model_id if isinstance(model_id, ModelId) else parse_model_id(str(model_id))
+        try:
+            version: ModelVersion | None = self.get(mid, verify=False)
+        except InputError as exc:
+            version, path = None, self.version_path(mid)
+            if (path / REVOKED_FILE).is_file():
+                raise ConfigError(f"model {mid} is already revoked") from None
+            reason = f"{reason} (metadata unreadable: {exc})".strip()
+        else:
+            path = version.path
+            if version.revoked is not None:
+                raise ConfigError(f"model {version.id} is already revoked ({version.revoked.get('revoked')})")
         marker = {"revoked": _now(), "reason": reason, "user": os.environ.get("USER", "")}
-        atomic_write_text(version.path / REVOKED_FILE, json.dumps(marker, indent=1) + "\n")
-        _fsync_dir(version.path)
-        return ModelVersion.load(version.path)
+        atomic_write_text(path / REVOKED_FILE, json.dumps(marker, indent=1) + "\n")
+        _fsync_dir(path)
+        return ModelVersion.load(path) if version is not None else None
 
     def _replaces(self, sdir: Path, runs: list[int]) -> str | None:
         """The newest non-revoked version whose validity overlaps ``runs``."""
