@@ -331,3 +331,20 @@ def test_cli_bad_parquet_and_batch_size(fse_dir: Path, tmp_path: Path,  # noqa: 
     pd.DataFrame({"fP": [1.0]}).to_parquet(good)
     assert main([*base, "--input", str(good), "--batch-size", "0"]) == 2
     assert "batch size must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_cli_refuses_an_output_it_cannot_write_before_scoring(fse_dir: Path, tmp_path: Path,  # noqa: F811
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    reg = Registry(tmp_path / "reg")
+    v = reg.publish(fse_dir, {"experiment": "alice", "species": "proton", "family": "fse",
+                              "validity": {"runs": [1, 10**9]}})
+    good = tmp_path / "raw.parquet"
+    pd.DataFrame({"fP": [1.0]}).to_parquet(good)
+    (tmp_path / "outdir").mkdir()
+    base = ["predict", "--model", str(v.id), "--input", str(good), "--registry", str(reg.root)]
+    for out, what in ((str(tmp_path / "outdir"), "a directory"), (f"{tmp_path / 'new'}/", "a directory"),
+                      (str(tmp_path / "scores.txt"), "give a file name ending in .parquet or .csv")):
+        assert main([*base, "--out", out]) == 2
+        err = capsys.readouterr().err
+        assert f"--out {out}: {what}" in err and "scored" not in err, err
+    assert not (tmp_path / "new").exists()

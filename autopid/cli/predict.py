@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,15 @@ def run(args: argparse.Namespace) -> int:
     src = Path(args.input)
     if not src.is_file():
         raise InputError(f"{src}: file not found")
+    out = Path(args.out)
+    # checked before scoring: a wrong --out found afterwards wastes the whole pass
+    if out.is_dir() or args.out.endswith(("/", os.sep)):
+        raise ConfigError(f"--out {args.out}: a directory; give a file name ending in .parquet or .csv")
+    if out.suffix not in (".parquet", ".csv"):
+        raise ConfigError(f"--out {args.out}: give a file name ending in .parquet or .csv")
+    if version.revoked is not None:
+        log.warning("%s is revoked (%s): resolve would no longer return it", version.id,
+                    version.revoked.get("reason") or version.revoked.get("revoked"))
     predictor = Predictor(version.path, threads=args.threads, name=str(version.id))
     data: Any = src
     if src.suffix == ".parquet":
@@ -74,7 +84,6 @@ def run(args: argparse.Namespace) -> int:
         outside = [int(r) for r in runs if not version.covers(int(r))]
         if outside:
             log.warning("%s: runs %s are outside the validity %d-%d of %s", src, outside[:5], *version.runs, version.id)
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     frame = result.to_frame()

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from autopid._logging import get_logger
+from autopid.cli._args import non_negative_int
 
 _log = get_logger(__name__)
 
@@ -26,7 +27,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--runs", type=int, default=4, help="runs per period (default: 4)")
     p.add_argument("--events-per-run", type=int, default=50_000, help="entries per run and domain (default: 50000)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--first-run", type=int, default=None,
+    p.add_argument("--first-run", type=non_negative_int, default=None,
                    help="first run number of the first period (default: derived from the period name)")
     p.add_argument("--config", default=None, help="YAML overriding simulator parameters (see --dump-config)")
     p.add_argument("--dump-config", action="store_true", help="print the resolved simulator configuration and exit")

@@ -6,6 +6,8 @@ import argparse
 import os
 from typing import Any
 
+from autopid.cli._args import positive_int
+
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("train", parents=[common], help="train one model on Ray Train (one run directory)",
@@ -15,12 +17,12 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="training YAML, e.g. a search's best_config.yaml (required)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="run directory; an existing one is resumed (default: runs/train-<family>-<species>-<time>)")
-    p.add_argument("--num-workers", type=int, default=None, metavar="N",
+    p.add_argument("--num-workers", type=positive_int, default=None, metavar="N",
                    help="Ray Train workers (default: the config's scaling.num_workers)")
     p.add_argument("--use-gpu", action="store_true",
                    help="train on GPUs, one per worker unless scaling.gpus_per_worker says less (default: the "
                    "config's scaling.use_gpu)")
-    p.add_argument("--epochs", type=int, default=None, metavar="N",
+    p.add_argument("--epochs", type=positive_int, default=None, metavar="N",
                    help="maximum epochs (default: the config's training.epochs)")
     p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
                    help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
