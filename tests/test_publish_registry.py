@@ -234,3 +234,17 @@ def test_registry_root_and_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         parse_run_range("9-5")
     with pytest.raises(ConfigError, match="empty or negative"):
         Registry(tmp_path / "r2").publish(tmp_path, {**META, "validity": {"runs": [5, 1]}})
+
+
+def test_listing_a_registry_that_is_not_there(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from autopid.cli import main
+
+    missing = tmp_path / "typo"
+    assert main(["models", "list", "--registry", str(missing)]) == 1  # named on purpose: likely a typo
+    assert f"no registry at {missing}" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("AUTOPID_REGISTRY", raising=False)
+    assert main(["models", "list"]) == 0  # the default on a fresh machine: nothing published yet
+    assert "no registry at registry" in capsys.readouterr().err
+    assert not missing.exists() and not (tmp_path / "registry").exists()

@@ -241,7 +241,7 @@ time.sleep(3600)
 
 
 def test_a_scheduler_killed_on_this_machine_is_taken_over_without_waiting_for_its_lease(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """kill -9 of the scheduler that holds a period (an hour's lease): the next pass on the
     same machine sees that its process is gone and takes the run over at once; while the
     holder lives, or for a holder it cannot judge, it waits for the lease."""
@@ -251,14 +251,15 @@ def test_a_scheduler_killed_on_this_machine_is_taken_over_without_waiting_for_it
     import threading
 
     from autopid.retrain.period_pass import PAUSE_ENV, PAUSE_S_ENV
-    from autopid.retrain.runner import dead_here, new_owner
+    from autopid.retrain.owner import dead_here, new_owner
     from autopid.testing import dataset_for, write_dataset_yaml
 
     data = tmp_path / "data"
     simulate_period(AMS, AmsSimConfig(), data, "P2026a", runs=1, events_per_run=800, seed=1)
     wide = [{"branch": "trk_charge_inner", "op": "between", "value": [13.5, 17.5]}]
     dataset = write_dataset_yaml(dataset_for("ams", data, selection=wide), tmp_path / "ams.yaml")
-    job = tiny_job(tmp_path / "job.yaml", data_root=data, dataset=dataset,
+    (tmp_path / "jobs").mkdir()
+    job = tiny_job(tmp_path / "jobs" / "job.yaml", data_root=data, dataset=dataset,
                    space=write_tiny_space(tmp_path / "space.yaml"), work=tmp_path / "work")
     store = StateStore(job.state_url())
     store.seen(job.name, "P2026a")
@@ -274,6 +275,8 @@ def test_a_scheduler_killed_on_this_machine_is_taken_over_without_waiting_for_it
         holder.send_signal(signal.SIGKILL)
         holder.wait(timeout=30)
     assert dead_here(owner)
+    assert main(["scheduler", "status", "--jobs", str(tmp_path / "jobs")]) == 0
+    assert f"running, but its scheduler {owner} is gone: the next pass takes it over" in capsys.readouterr().out
     # owners this machine cannot judge: another host, an older owner format, this process
     pid = owner.split(":")[1]
     assert not dead_here(owner.replace(platform.node(), "elsewhere", 1))

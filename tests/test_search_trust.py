@@ -241,18 +241,23 @@ def test_stall_stops_with_a_message(tmp_path: Path, dataset_yaml: Path) -> None:
     says so and exits non-zero instead of hanging."""
     # 40 s: on a busy 2-core machine Ray Train's controller took more than 15 s to ask for its
     # workers' placement group, and the stall was reported before there was one to name
-    space = _space(tmp_path, dataset_yaml, budget={"num_samples": 2, "max_concurrent": 1, "stall_timeout_s": 40})
+    # the space's own timeout is an hour: --stall-timeout replaces it for the run
+    space = _space(tmp_path, dataset_yaml, budget={"num_samples": 2, "max_concurrent": 1, "stall_timeout_s": 3600})
     data = yaml.safe_load(space.read_text())
     data["base"]["scaling"] = {"num_workers": 3}
     space.write_text(yaml.safe_dump(data))
     out = tmp_path / "search"
-    run = subprocess.run([EXE, "search", "--space", str(space), "--out", str(out)], capture_output=True, text=True,
-                         timeout=300)
+    run = subprocess.run([EXE, "search", "--space", str(space), "--out", str(out), "--stall-timeout", "40"],
+                         capture_output=True, text=True, timeout=300)
     assert run.returncode == 1, run.stderr[-3000:]
-    assert "search stalled: no trial made progress" in run.stderr
+    assert "search stalled: no trial made progress" in run.stderr and "stall_timeout_s = 40;" in run.stderr
     assert "placement group is pending, asking for 3 x {'CPU': 1.0}" in run.stderr, run.stderr
     assert "--resume" in run.stderr
     assert not (out / "studies/proton-LHC26a/summary.json").exists()
+    # and on --resume, where the space is the one recorded in the search directory
+    run = subprocess.run([EXE, "search", "--resume", str(out), "--stall-timeout", "25"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1 and "stall_timeout_s = 25;" in run.stderr, run.stderr[-3000:]
 
 
 def _foreign_ray(tmp_path: Path, i: int) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 
@@ -104,6 +105,10 @@ def run_publish(args: argparse.Namespace) -> int:
 
 def run_list(args: argparse.Namespace) -> int:
     reg = _registry(args)
+    if not reg.root.is_dir():
+        # a registry named on purpose that is not there is more likely a typo than empty
+        print(f"no registry at {reg.root} (nothing was ever published there)", file=sys.stderr)
+        return 1 if args.registry else 0
     versions = reg.versions(args.experiment, args.species)
     if not versions:
         print(f"no published models in {reg.root}")

@@ -27,6 +27,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
     p.add_argument("--scheduler", default=os.environ.get("DASK_SCHEDULER_ADDRESS"),
                    help="Dask distributed scheduler for preprocessing (default: local threads)")
+    p.add_argument("--stall-timeout", type=float, default=None, metavar="S",
+                   help="stop (resumable) when no trial progresses for S seconds; replaces the space's "
+                   "budget.stall_timeout_s for this run, also with --resume (default: the space's)")
     add_metrics_args(p)
     p.set_defaults(func=run)
 
@@ -40,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
             search_dir, summaries = run_search(
                 args.space, resume_dir=args.resume, out_dir=args.out, species=args.species, period=args.period,
                 address=args.address, storage=args.storage, scheduler_address=args.scheduler,
-                verbose=args.verbose > 0)
+                verbose=args.verbose > 0, stall_timeout_s=args.stall_timeout)
         except SearchIncomplete as exc:
             print(final_table(exc.summaries, exc.search_dir))
             raise

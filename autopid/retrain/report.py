@@ -8,6 +8,7 @@ from typing import Any
 
 from autopid.publish.registry import ModelVersion, Registry
 from autopid.retrain.job import RetrainJob
+from autopid.retrain.owner import dead_here
 from autopid.retrain.periods import Period, scan_periods
 from autopid.retrain.serving import KEPT, RETRAIN_KEY, outcome, publish_key
 from autopid.retrain.state import FAILED, PENDING, RUNNING, RunRow, StateStore
@@ -100,7 +101,11 @@ def period_serving_lines(job: RetrainJob, rows: list[RunRow], periods: list[Peri
         span = f"runs {runs[0]}-{runs[1]}"
         if first_v is None or last_v is None:
             status = row.status if row else "not seen yet"
-            detail = {FAILED: f"failed: {row.error}" if row else "failed", RUNNING: "running",
+            running = "running"
+            if row is not None and status == RUNNING:
+                if dead_here(row.owner):
+                    running = f"running, but its scheduler {row.owner} is gone: the next pass takes it over"
+            detail = {FAILED: f"failed: {row.error}" if row else "failed", RUNNING: running,
                       PENDING: "waiting for its pass" + (f" (retry after: {row.error})" if row and row.error else "")
                       }.get(status, status)
             if entry is not None and entry.revoked:

@@ -369,17 +369,24 @@ def run_search(
     scheduler_address: str | None = None,
     warm_start: list[dict[str, Any]] | None = None,
     verbose: bool = False,
+    stall_timeout_s: float | None = None,
 ) -> tuple[Path, list[dict[str, Any]]]:
     """Run (or resume) a search; returns the search directory and one summary per study.
 
     Raises :class:`SearchIncomplete` (with the summaries so far) when the search stopped
     before its budget was spent: Ctrl-C, or no progress for ``budget.stall_timeout_s``.
     ``warm_start``: parameter values (keys of the space's ``params``) evaluated first in
-    every new study, e.g. the best configurations of the model now serving."""
+    every new study, e.g. the best configurations of the model now serving.
+    ``stall_timeout_s``: replaces the space's ``budget.stall_timeout_s`` for this session
+    (a resumed search whose epochs outlast the recorded one)."""
     from autopid.train.run import prepare_data
 
     search_dir, space, studies, storage, new = _load_or_create(space_path, resume_dir, out_dir, species,
                                                                period, storage)
+    if stall_timeout_s is not None:
+        if stall_timeout_s <= 0:
+            raise ConfigError(f"stall timeout must be above 0 s, got {stall_timeout_s:g}")
+        space = space.model_copy(update={"budget": space.budget.model_copy(update={"stall_timeout_s": stall_timeout_s})})
     created = new and not search_dir.exists()
     lock = DirectoryLock(search_dir, "search").acquire()
     set_up = False

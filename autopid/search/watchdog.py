@@ -40,7 +40,8 @@ class StallWatch(Stopper):
         idle = time.monotonic() - self.last
         if self.reason is None and idle > self.timeout_s:
             self.reason = f"no trial made progress for {idle:.0f} s (budget.stall_timeout_s = " \
-                          f"{self.timeout_s:g}); {describe_wait()}"
+                          f"{self.timeout_s:g}; if an epoch takes longer, resume with --stall-timeout S); " \
+                          f"{describe_wait()}"
         return self.reason is not None
 
 
