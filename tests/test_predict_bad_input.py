@@ -317,11 +317,15 @@ def test_in_memory_inputs(fse_dir: Path, alice_ds: PreprocessedDataset) -> None:
     assert isinstance(pred.predict(frame.iloc[:0]), Prediction)  # an empty table is an empty result
 
 
+def _published(fse_dir: Path, tmp_path: Path) -> tuple[Registry, Any]:
+    reg = Registry(tmp_path / "reg")
+    return reg, reg.publish(fse_dir, {"experiment": "alice", "species": "proton", "family": "fse",
+                                      "validity": {"runs": [1, 10**9]}})
+
+
 def test_cli_bad_parquet_and_batch_size(fse_dir: Path, tmp_path: Path,  # noqa: F811
                                         capsys: pytest.CaptureFixture[str]) -> None:
-    reg = Registry(tmp_path / "reg")
-    v = reg.publish(fse_dir, {"experiment": "alice", "species": "proton", "family": "fse",
-                              "validity": {"runs": [1, 10**9]}})
+    reg, v = _published(fse_dir, tmp_path)
     bad = tmp_path / "raw.parquet"
     bad.write_bytes(b"PAR1 not really")
     base = ["predict", "--model", str(v.id), "--out", str(tmp_path / "o.parquet"), "--registry", str(reg.root)]
@@ -335,9 +339,7 @@ def test_cli_bad_parquet_and_batch_size(fse_dir: Path, tmp_path: Path,  # noqa: 
 
 def test_cli_refuses_an_output_it_cannot_write_before_scoring(fse_dir: Path, tmp_path: Path,  # noqa: F811
                                                               capsys: pytest.CaptureFixture[str]) -> None:
-    reg = Registry(tmp_path / "reg")
-    v = reg.publish(fse_dir, {"experiment": "alice", "species": "proton", "family": "fse",
-                              "validity": {"runs": [1, 10**9]}})
+    reg, v = _published(fse_dir, tmp_path)
     good = tmp_path / "raw.parquet"
     pd.DataFrame({"fP": [1.0]}).to_parquet(good)
     (tmp_path / "outdir").mkdir()

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -148,16 +149,8 @@ def test_sigterm_stops_the_scheduler_and_releases_the_run(tmp_path: Path) -> Non
     import signal
 
     from autopid.retrain.period_pass import PAUSE_ENV
-    from autopid.testing import dataset_for, write_dataset_yaml
 
-    data = tmp_path / "data"
-    simulate_period(AMS, AmsSimConfig(), data, "P2026a", runs=1, events_per_run=1500, seed=1)
-    wide = [{"branch": "trk_charge_inner", "op": "between", "value": [13.5, 17.5]}]
-    dataset = write_dataset_yaml(dataset_for("ams", data, selection=wide), tmp_path / "ams.yaml")
-    (tmp_path / "jobs").mkdir()
-    job = tiny_job(tmp_path / "jobs" / "job.yaml", data_root=data, dataset=dataset,
-                   space=write_tiny_space(tmp_path / "space.yaml"), work=tmp_path / "work")
-    store = StateStore(job.state_url())
+    job, store = _one_period_job(tmp_path, events_per_run=1500)
     exe = str(Path(sys.executable).with_name("autopid"))
     proc = subprocess.Popen([exe, "scheduler", "run", "--jobs", str(tmp_path / "jobs")],
                             env={**os.environ, PAUSE_ENV: "preprocessed"}, stdout=subprocess.PIPE,
@@ -181,12 +174,44 @@ def test_sigterm_stops_the_scheduler_and_releases_the_run(tmp_path: Path) -> Non
     assert store.claim(job.name, "P2026a", "next", 30) is not None  # due again at once
 
 
+def _one_period_job(tmp_path: Path, events_per_run: int) -> tuple[Any, StateStore]:
+    """A tiny AMS-like period P2026a, its job in ``tmp_path/jobs`` and the job's state."""
+    from autopid.testing import dataset_for, write_dataset_yaml
+
+    data = tmp_path / "data"
+    simulate_period(AMS, AmsSimConfig(), data, "P2026a", runs=1, events_per_run=events_per_run, seed=1)
+    wide = [{"branch": "trk_charge_inner", "op": "between", "value": [13.5, 17.5]}]
+    dataset = write_dataset_yaml(dataset_for("ams", data, selection=wide), tmp_path / "ams.yaml")
+    (tmp_path / "jobs").mkdir()
+    job = tiny_job(tmp_path / "jobs" / "job.yaml", data_root=data, dataset=dataset,
+                   space=write_tiny_space(tmp_path / "space.yaml"), work=tmp_path / "work")
+    return job, StateStore(job.state_url())
+
+
+def _held_after_preprocessing(job: Any, store: StateStore, period: str) -> list[Any]:
+    """One ``retrain_once`` pass, stopped once ``period`` is preprocessed (the test hook
+    holds it there: AUTOPID_RETRAIN_TEST_PAUSE_AFTER=preprocessed)."""
+    import threading
+
+    stop = threading.Event()
+
+    def stop_after_preprocessing() -> None:
+        deadline = time.time() + 180
+        while time.time() < deadline and not any(e["kind"] == "preprocessed" for e in store.events(job.name, period)):
+            time.sleep(0.2)
+        stop.set()
+
+    watcher = threading.Thread(target=stop_after_preprocessing, daemon=True)
+    watcher.start()
+    results = retrain_once(job, store, stop=stop)
+    watcher.join(timeout=5)
+    return results
+
+
 def test_a_broken_period_fails_alone_and_the_others_proceed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     """An unreadable completion marker marks that period failed, with its error; the next
     period is still handled (held after its preprocessing by the test hook, then stopped)."""
-    import threading
-
     from autopid.retrain.period_pass import PAUSE_ENV, PAUSE_S_ENV
     from autopid.testing import dataset_for, write_dataset_yaml
 
@@ -203,18 +228,7 @@ def test_a_broken_period_fails_alone_and_the_others_proceed(tmp_path: Path, monk
     store = StateStore(job.state_url())
     monkeypatch.setenv(PAUSE_ENV, "preprocessed")
     monkeypatch.setenv(PAUSE_S_ENV, "120")
-    stop = threading.Event()
-
-    def stop_after_preprocessing() -> None:
-        deadline = time.time() + 180
-        while time.time() < deadline and not any(e["kind"] == "preprocessed" for e in store.events(job.name, "P2026b")):
-            time.sleep(0.2)
-        stop.set()
-
-    watcher = threading.Thread(target=stop_after_preprocessing, daemon=True)
-    watcher.start()
-    results = retrain_once(job, store, stop=stop)
-    watcher.join(timeout=5)
+    results = _held_after_preprocessing(job, store, "P2026b")
     assert [(r.period, r.status) for r in results] == [("P2026a", FAILED)]
     bad = store.get(job.name, "P2026a")
     assert bad is not None and bad.status == FAILED and bad.attempts == 1
@@ -245,23 +259,13 @@ def test_a_scheduler_killed_on_this_machine_is_taken_over_without_waiting_for_it
     """kill -9 of the scheduler that holds a period (an hour's lease): the next pass on the
     same machine sees that its process is gone and takes the run over at once; while the
     holder lives, or for a holder it cannot judge, it waits for the lease."""
-    import os
     import platform
     import signal
-    import threading
 
     from autopid.retrain.period_pass import PAUSE_ENV, PAUSE_S_ENV
     from autopid.retrain.owner import dead_here, new_owner
-    from autopid.testing import dataset_for, write_dataset_yaml
 
-    data = tmp_path / "data"
-    simulate_period(AMS, AmsSimConfig(), data, "P2026a", runs=1, events_per_run=800, seed=1)
-    wide = [{"branch": "trk_charge_inner", "op": "between", "value": [13.5, 17.5]}]
-    dataset = write_dataset_yaml(dataset_for("ams", data, selection=wide), tmp_path / "ams.yaml")
-    (tmp_path / "jobs").mkdir()
-    job = tiny_job(tmp_path / "jobs" / "job.yaml", data_root=data, dataset=dataset,
-                   space=write_tiny_space(tmp_path / "space.yaml"), work=tmp_path / "work")
-    store = StateStore(job.state_url())
+    job, store = _one_period_job(tmp_path, events_per_run=800)
     store.seen(job.name, "P2026a")
     holder = subprocess.Popen([sys.executable, "-c", _HOLDER, store.url, job.name, "P2026a"],
                               stdout=subprocess.PIPE, text=True)
@@ -277,28 +281,19 @@ def test_a_scheduler_killed_on_this_machine_is_taken_over_without_waiting_for_it
     assert dead_here(owner)
     assert main(["scheduler", "status", "--jobs", str(tmp_path / "jobs")]) == 0
     assert f"running, but its scheduler {owner} is gone: the next pass takes it over" in capsys.readouterr().out
-    # owners this machine cannot judge: another host, an older owner format, this process
-    pid = owner.split(":")[1]
-    assert not dead_here(owner.replace(platform.node(), "elsewhere", 1))
+    # owners this machine cannot judge (another host, another kernel or PID namespace, the
+    # older "host:pid:random" format) and this very process are never taken for dead
+    pid = owner.split(".", 1)[0]
+    assert not dead_here(owner.replace(f"@{platform.node()}:", "@elsewhere:", 1))
+    assert not dead_here(owner.rsplit(":", 1)[0] + ":0badc0de")
     assert not dead_here(f"{platform.node()}:{pid}:abcd1234")
-    assert not dead_here(f"{new_owner().rsplit(':', 3)[0]}:{os.getpid()}:x:{owner.rsplit(':', 1)[1]}")
+    assert not dead_here(new_owner())
     assert store.claim(job.name, "P2026a", "other", 60, dead_owner="not-the-holder") is None  # fenced on the owner
 
     monkeypatch.setenv(PAUSE_ENV, "preprocessed")
     monkeypatch.setenv(PAUSE_S_ENV, "120")
-    stop = threading.Event()
-
-    def stop_after_preprocessing() -> None:
-        deadline = time.time() + 180
-        while time.time() < deadline and not any(e["kind"] == "preprocessed" for e in store.events(job.name, "P2026a")):
-            time.sleep(0.2)
-        stop.set()
-
-    watcher = threading.Thread(target=stop_after_preprocessing, daemon=True)
-    watcher.start()
     t0 = time.time()
-    retrain_once(job, store, stop=stop)
-    watcher.join(timeout=5)
+    _held_after_preprocessing(job, store, "P2026a")
     assert time.time() - t0 < 300  # not the hour of the dead holder's lease
     events = store.events(job.name, "P2026a")
     takeover = next(e for e in events if e["kind"] == "takeover")

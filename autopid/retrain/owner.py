@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-import platform
-import uuid
 from pathlib import Path
+
+from autopid.owned_dirs import owner_gone, owner_tag
 
 
 def _machine() -> str:
@@ -22,28 +22,16 @@ def _machine() -> str:
 
 
 def new_owner() -> str:
-    """A scheduler's identity: host, process, a random part (pids are reused) and the
-    machine (see :func:`_machine`)."""
-    return f"{platform.node()}:{os.getpid()}:{uuid.uuid4().hex[:8]}:{_machine()}"
+    """A scheduler's identity: ``<pid>.<start>.<random>@<host>:<machine>`` (the process,
+    its start time against pid reuse, and the machine of :func:`_machine`)."""
+    return f"{owner_tag()}:{_machine()}"
 
 
 def dead_here(owner: str | None) -> bool:
     """True when ``owner`` is a scheduler of this machine whose process is gone (kill -9,
-    out of memory): its lease need not be waited out."""
-    parts = (owner or "").split(":")
-    if len(parts) != 4 or parts[0] != platform.node() or parts[3] in ("-", "") or parts[3] != _machine():
+    out of memory, a zombie, its pid reused): its lease need not be waited out. Owners of
+    other machines, or in another format, are never judged here."""
+    tag, _, machine = (owner or "").rpartition(":")
+    if not tag or machine in ("", "-") or machine != _machine():
         return False
-    try:
-        pid = int(parts[1])
-    except ValueError:
-        return False
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False  # alive, another user's
-    # alive, or a zombie, or the pid reused: wait for the lease
-    return False
+    return owner_gone(tag, "")
