@@ -338,10 +338,10 @@ def test_cli_bad_parquet_and_batch_size(fse_dir: Path, tmp_path: Path,  # noqa: 
 
 
 def test_cli_refuses_an_output_it_cannot_write_before_scoring(fse_dir: Path, tmp_path: Path,  # noqa: F811
+                                                              alice_ds: PreprocessedDataset,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     reg, v = _published(fse_dir, tmp_path)
-    good = tmp_path / "raw.parquet"
-    pd.DataFrame({"fP": [1.0]}).to_parquet(good)
+    good = _data_file(alice_ds)
     (tmp_path / "outdir").mkdir()
     base = ["predict", "--model", str(v.id), "--input", str(good), "--registry", str(reg.root)]
     for out, what in ((str(tmp_path / "outdir"), "a directory"), (f"{tmp_path / 'new'}/", "a directory"),
@@ -350,3 +350,5 @@ def test_cli_refuses_an_output_it_cannot_write_before_scoring(fse_dir: Path, tmp
         err = capsys.readouterr().err
         assert f"--out {out}: {what}" in err and "scored" not in err, err
     assert not (tmp_path / "new").exists()
+    assert main([*base, "--out", str(tmp_path / "S.CSV")]) == 0  # any case; .pq is Parquet too
+    assert len(pd.read_csv(tmp_path / "S.CSV")) > 0

@@ -299,3 +299,33 @@ def test_a_scheduler_killed_on_this_machine_is_taken_over_without_waiting_for_it
     takeover = next(e for e in events if e["kind"] == "takeover")
     assert f"owner {owner} died; taken over (attempt 2)" in takeover["message"]
     assert [e["kind"] for e in events][-1] == "released"
+
+
+@pytest.mark.slow
+def test_a_period_whose_files_changed_since_its_search_began_is_searched_again(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """An attempt's search recorded other input files (the period was re-transferred since):
+    the next attempt does not resume it, which --resume would refuse on every attempt, but
+    starts the search again on the files there now."""
+    import json
+    import logging
+
+    from autopid.provenance import write_run_info
+    from autopid.retrain.period_pass import _search, work_dir
+    from autopid.retrain.space import job_space
+    from autopid.search.space import load_search_space
+
+    job, _ = _one_period_job(tmp_path, events_per_run=800)
+    wdir = work_dir(job, "P2026a")
+    space = job_space(job, load_search_space(job.search.space), "P2026a")
+    sdir = wdir / "search"
+    write_run_info(sdir, space)
+    (sdir / "search.json").write_text(json.dumps({
+        "storage": f"sqlite:///{sdir / 'optuna.db'}", "studies": [s.model_dump() for s in space.studies],
+        "optuna_studies": {}, "inputs": {f"{s.species}-P2026a": ["0" * 64] for s in space.studies}}))
+    with caplog.at_level(logging.WARNING, logger="autopid"):
+        study_dir, summary = _search(job, "P2026a", wdir, None)
+    assert "changed since this search began" in caplog.text and "starting the search again" in caplog.text
+    assert summary["best_model"] and (study_dir / "summary.json").is_file()
+    recorded = json.loads((sdir / "search.json").read_text())["inputs"]
+    assert all(h != "0" * 64 for hashes in recorded.values() for h in hashes)

@@ -132,3 +132,21 @@ def test_model_params_of_the_base_are_checked(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(ConfigError, match=r"base: model.params .*num_hedas"):
         load_search_space(path)
+
+
+def test_model_values_are_judged_with_the_other_searched_values(tmp_path: Path) -> None:
+    """3 heads cannot split the base's 32 channels, but every combination this space can
+    draw is valid: the space loads. A value that fits no combination is refused."""
+    heads = {"type": "categorical", "choices": [3, 6]}
+    ok = {"model.params.num_heads": heads,
+          "model.params.embed_channels": {"type": "categorical", "choices": [[128, 48], [128, 96]]}}
+    assert set(load_search_space(_fse_space(tmp_path, ok)).params) == set(ok)
+    bad = {**ok, "model.params.num_heads": {"type": "categorical", "choices": [3, 7]}}  # 7 splits none
+    with pytest.raises(ConfigError, match=r"params.model.params.num_heads: the value 7: .*divisible"):
+        load_search_space(_fse_space(tmp_path, bad))
+    # an int range whose step does not reach its upper end: only reachable values count
+    stepped = {"model.params.num_layers": {"type": "int", "low": 1, "high": 4, "step": 2}}
+    assert load_search_space(_fse_space(tmp_path, stepped)).params
+    empty = {"model.params.embed_channels": {"type": "categorical", "choices": [[128, 32], []]}}
+    with pytest.raises(ConfigError, match=r"the value \[\]: .*do not make a fse model: IndexError"):
+        load_search_space(_fse_space(tmp_path, empty))

@@ -18,7 +18,7 @@ from autopid.search.space import load_search_space
 from autopid.search.study import error_summary
 from autopid.testing import write_dataset_yaml
 from autopid.train.config import TrainConfig
-from autopid.train.run import train
+from autopid.train.run import check_resumable, train
 
 
 def _space(tmp_path: Path, alice_cfg: DatasetConfig, cache_root: Path, params: dict) -> Path:
@@ -58,6 +58,16 @@ def test_a_search_refused_at_setup_leaves_nothing_to_trip_over(tmp_path: Path, a
         run_search(space, out_dir=out)
     assert (out / "config.yaml").is_file()  # a directory that was there before is left alone
     assert not (out / "search.json").exists()
+    (out / "metadata.json").unlink()  # killed between the two writes: the YAML tells
+    with pytest.raises(ConfigError, match="0 deuteron row"):
+        run_search(space, out_dir=out)
+    # a training run's directory is not a search set up halfway: refused, left as it was
+    run = tmp_path / "run"
+    write_run_info(run, load_search_space(space).train_config(load_search_space(space).studies[0], {}))
+    before = (run / "config.yaml").read_text()
+    with pytest.raises(ConfigError, match="holds a TrainConfig of something else"):
+        run_search(space, out_dir=run)
+    assert (run / "config.yaml").read_text() == before
 
 
 def test_resume_on_changed_input_files_is_refused(tmp_path: Path, alice_cfg: DatasetConfig,
@@ -89,8 +99,14 @@ def test_rerun_of_a_training_run_with_another_config_is_refused(tmp_path: Path, 
     cfg = _train_cfg(alice_cfg, tmp_path, cache_root)
     prep = prepare_data(cfg)
     run = tmp_path / "run"
-    write_run_info(run, cfg, inputs={i["path"]: i["sha256"] for i in prep.manifest["inputs"]})
+    inputs = {i["path"]: i["sha256"] for i in prep.manifest["inputs"]}
+    write_run_info(run, cfg, inputs=inputs)
     kaon = cfg.model_copy(update={"species": "kaon"})
+    # no checkpoint yet (the first attempt died before its first epoch): nothing to resume
+    check_resumable(run, kaon, inputs)
+    (run / "ray" / "checkpoint_2026-12-01_00-00-00.000000").mkdir(parents=True)
+    check_resumable(run, cfg.model_copy(update={"scaling": cfg.scaling.model_copy(update={"num_workers": 2})}),
+                    {f"/elsewhere/{i}.root": sha for i, sha in enumerate(inputs.values())})  # same contents
     with pytest.raises(AutopidError, match=r"another configuration \(species: 'proton' -> 'kaon'\)"):
         train(kaon, run_dir=run)
     wider = _train_cfg(alice_cfg, tmp_path, cache_root, lr=5e-3)
@@ -125,6 +141,9 @@ def test_bad_model_params_are_refused_before_training(tmp_path: Path, alice_cfg:
      "[type=less_than, input_value=1.2, input_type=float]"),
     ("Traceback (most recent call last):\n  File \"a.py\", line 1\nAssertionError\n", "AssertionError"),
     ("killed by the OOM killer", "killed by the OOM killer"),
+    ("Traceback (most recent call last):\n  File \"a.py\", line 1\nKeyError: 'k'\n\nDuring handling of the above "
+     "exception, another exception occurred:\n\nTraceback (most recent call last):\n  File \"b.py\", line 9\n"
+     "    raise TrialPruned()\noptuna.exceptions.TrialPruned\n", "KeyError: 'k'"),
 ])
 def test_a_failed_trial_is_summed_up_by_its_exception(text: str, summary: str) -> None:
     assert error_summary(text) == summary

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     # checked before scoring: a wrong --out found afterwards wastes the whole pass
     if out.is_dir() or args.out.endswith(("/", os.sep)):
         raise ConfigError(f"--out {args.out}: a directory; give a file name ending in .parquet or .csv")
-    if out.suffix not in (".parquet", ".csv"):
+    if out.suffix.lower() not in (".parquet", ".pq", ".csv"):
         raise ConfigError(f"--out {args.out}: give a file name ending in .parquet or .csv")
     if version.revoked is not None:
         log.warning("%s is revoked (%s): resolve would no longer return it", version.id,
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     tmp = out.with_name(f".{out.name}.tmp")
     frame = result.to_frame()
     try:
-        if out.suffix == ".csv":
+        if out.suffix.lower() == ".csv":
             frame.to_csv(tmp, index=False)
         else:
             frame.to_parquet(tmp, index=False)

@@ -165,7 +165,7 @@ def _search_points(study_dir: Path, summary: dict[str, Any], keys: list[str], to
 
 def _search(job: RetrainJob, period: str, wdir: Path, serving: ModelVersion | None) -> tuple[Path, dict[str, Any]]:
     from autopid.retrain.space import job_space, warm_points
-    from autopid.search.runner import run_search, study_name
+    from autopid.search.runner import InputsChanged, run_search, study_name
     from autopid.search.space import load_search_space
 
     space = job_space(job, load_search_space(job.search.space), period)
@@ -183,18 +183,23 @@ def _search(job: RetrainJob, period: str, wdir: Path, serving: ModelVersion | No
                   len(points))
     address = job.ray_address or os.environ.get("RAY_ADDRESS")
     if (sdir / "search.json").is_file() and not (sdir / "config.yaml").is_file():
-        import shutil
-
         shutil.rmtree(sdir)  # killed while the search directory was being set up: start it again
     from autopid.retrain.scheduler import keep_stop_handlers
 
     SEARCHING.set()
     try:
         with keep_stop_handlers():
+            summaries = None
             if (sdir / "search.json").is_file():
-                _, summaries = run_search(resume_dir=sdir, address=address, scheduler_address=job.dask_scheduler,
-                                          warm_start=points or None)
-            else:
+                try:
+                    _, summaries = run_search(resume_dir=sdir, address=address,
+                                              scheduler_address=job.dask_scheduler, warm_start=points or None)
+                except InputsChanged as exc:
+                    # the period's files were replaced after an attempt began: its trials are
+                    # worthless for the new data, so the search starts again
+                    _log.warning("%s/%s: %s; starting the search again", job.name, period, exc)
+                    shutil.rmtree(sdir)
+            if summaries is None:
                 wdir.mkdir(parents=True, exist_ok=True)
                 space_file = wdir / "space.yaml"
                 space_file.write_text(dump_yaml(space), encoding="utf-8")

@@ -314,8 +314,28 @@ def _optuna_study(search_dir: Path, space: SearchSpace, study: Study, storage: s
     return str(names[key])
 
 
+def _config_type(directory: Path) -> str | None:
+    """What wrote ``directory/config.yaml``: metadata.json says, or (killed between the two
+    writes) the YAML's own keys."""
+    try:
+        return str(json.loads((directory / "metadata.json").read_text()).get("config_type"))
+    except (OSError, ValueError, AttributeError):
+        pass
+    import yaml
+
+    try:
+        raw = yaml.safe_load((directory / SPACE_FILE).read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return "SearchSpace" if isinstance(raw, dict) and {"studies", "params"} <= set(raw) else None
+
+
 def _input_hashes(prep: PreprocessResult) -> list[str]:
     return sorted(str(i["sha256"]) for i in prep.manifest.get("inputs") or [])
+
+
+class InputsChanged(ConfigError):
+    """The input files of a search changed since it began (see :func:`_check_same_inputs`)."""
 
 
 def _check_same_inputs(search_dir: Path, inputs: dict[str, list[str]]) -> None:
@@ -326,7 +346,7 @@ def _check_same_inputs(search_dir: Path, inputs: dict[str, list[str]]) -> None:
         return  # a search from before the inputs were recorded
     for name, hashes in inputs.items():
         if name in recorded and recorded[name] != hashes:
-            raise ConfigError(
+            raise InputsChanged(
                 f"{search_dir}: the input files of study {name} changed since this search began "
                 f"({len(recorded[name])} file(s) then, {len(hashes)} now, contents differ); its trials were "
                 "trained on the old data and cannot be compared with new ones. Start a new search "
@@ -396,6 +416,9 @@ def run_search(
         if new and (search_dir / "search.json").exists():
             raise ConfigError(f"{search_dir}: already holds a search; continue it with --resume {search_dir}, "
                               "or give another --out")
+        if new and (search_dir / SPACE_FILE).exists() and _config_type(search_dir) != "SearchSpace":
+            raise ConfigError(f"{search_dir}: holds a {_config_type(search_dir) or 'config.yaml'} of something "
+                              "else (a training run?), not a search; give another --out")
         _prepare_demo_data(space)
         preps = []
         for study in studies:
@@ -419,11 +442,12 @@ def run_search(
                 for study, prep in zip(studies, preps, strict=True)]
         summaries = _run_all(runs, search_dir, address=address, warm_start=warm_start, verbose=verbose)
     finally:
-        lock.release()
         if created and not set_up:
             # a new search refused before it began (bad data, a space the data cannot serve):
-            # leave nothing that a corrected rerun with the same --out would trip over
+            # leave nothing that a corrected rerun with the same --out would trip over; removed
+            # under the lock, so that no other search can have claimed the directory meanwhile
             shutil.rmtree(search_dir, ignore_errors=True)
+        lock.release()
     unfinished = [s for s in summaries if s["state"] != "finished"]
     if unfinished:
         stall = next((s["stall"] for s in unfinished if s.get("stall")), None)

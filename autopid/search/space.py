@@ -8,6 +8,7 @@ The space is validated before Ray starts: every key must name a real field.
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -139,10 +140,39 @@ def _set(cfg: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def _examples(dist: Distribution) -> list[Any]:
-    """Values that stand for the whole range: both ends, or every choice."""
+    """Values that stand for the whole range: both ends (the highest one a step reaches),
+    or every choice."""
     if isinstance(dist, Choice):
         return list(dist.choices)
+    if isinstance(dist, IntRange):
+        return [dist.low, dist.low + (dist.high - dist.low) // dist.step * dist.step]
     return [dist.low, dist.high]
+
+
+_MAX_MODEL_COMBINATIONS = 256
+
+
+def _check_model_value(space: SearchSpace, key: str, value: Any, where: str) -> None:
+    """Refuse ``value`` of a model parameter only if it makes no model with any values of
+    the other searched model parameters: 3 heads cannot split the base's 32 channels, but
+    may split the 48 that another parameter of the space offers."""
+    others = [k for k in space.params if k.startswith("model.params.") and k != key]
+    combos = itertools.islice(itertools.product(*(_examples(space.params[k]) for k in others)),
+                              _MAX_MODEL_COMBINATIONS)
+    first: ConfigError | None = None
+    for combo in itertools.chain([None], combos):
+        values = {key: value, **({} if combo is None else dict(zip(others, combo, strict=True)))}
+        try:
+            cfg = space.train_config(space.studies[0], values)
+        except Exception:  # noqa: BLE001 - another parameter's value the config refuses: reported for that one
+            continue
+        try:
+            check_model_params(cfg.model.family, cfg.model.params, where=f"{where}: the value {value!r}")
+            return
+        except ConfigError as exc:
+            first = first or exc
+    if first is not None:
+        raise first
 
 
 _MODEL_PARAMS = {
@@ -216,13 +246,13 @@ def load_search_space(path: str | Path) -> SearchSpace:
         _check_acts(space, key, where)
         for value in _examples(dist):
             try:
-                cfg = space.train_config(space.studies[0], {key: value})
+                space.train_config(space.studies[0], {key: value})
             except Exception as exc:  # pydantic reports the bad field
                 msg = [m.strip() for m in str(exc).splitlines() if not m.strip().startswith("For further information")]
                 raise ConfigError(f"{where}: the value {value!r} does not fit the training config "
                                   f"({' '.join(msg[:3])})") from exc
             if key.startswith("model.params."):
-                check_model_params(cfg.model.family, cfg.model.params, where=f"{where}: the value {value!r}")
+                _check_model_value(space, key, value, where)
     try:
         cfg = space.train_config(space.studies[0], {})
     except Exception as exc:

@@ -262,7 +262,12 @@ def error_summary(traceback_text: str, limit: int = 300) -> str:
         return (lines[-1] if lines else "")[:limit]
     m = _EXC_LINE.match(lines[start])
     assert m is not None
-    rest = [ln for ln in lines[start + 1:] if not ln.startswith(("For further information", "File ", "^"))]
+    rest = []
+    for ln in lines[start + 1:]:
+        if ln.startswith(("During handling of the above", "The above exception", "Traceback (most recent")):
+            break  # an outer exception whose name the pattern does not know: its traceback is not the message
+        if not ln.startswith(("For further information", "File ", "^")):
+            rest.append(ln)
     head = f"{m.group(1)}: {m.group(2)}" if m.group(2) else m.group(1)
     text = " ".join((head, *rest))
     return text[:limit]

@@ -82,14 +82,19 @@ def finish_run_dir(run_dir: Path, result: Any, prep: PreprocessResult, epochs_ma
 
 
 # what may change when a run is resumed: how long it trains and on what resources
-_RESUMABLE_CHANGES = ("scaling", "training.epochs")
+_RESUMABLE_CHANGES = ("scaling", "training.epochs", "training.threads")
+
+
+def _has_checkpoint(run_dir: Path) -> bool:
+    return any(p.is_dir() for p in (run_dir / "ray").glob("**/checkpoint_*"))
 
 
 def check_resumable(run_dir: Path, cfg: TrainConfig, inputs: dict[str, str]) -> None:
     """An existing run directory is resumed from its last checkpoint; refuse when that
     checkpoint belongs to another configuration or other input files, which would go on
-    training the old model under the new config's name."""
-    if not (run_dir / "config.yaml").is_file():
+    training the old model under the new config's name. Without a checkpoint (the first
+    attempt died before its first epoch) there is nothing to resume: anything goes."""
+    if not (run_dir / "config.yaml").is_file() or not _has_checkpoint(run_dir):
         return
     try:
         old = load_yaml_config(run_dir / "config.yaml", TrainConfig)
@@ -108,7 +113,8 @@ def check_resumable(run_dir: Path, cfg: TrainConfig, inputs: dict[str, str]) -> 
         old_inputs = json.loads((run_dir / "metadata.json").read_text()).get("inputs")
     except (OSError, ValueError):
         old_inputs = None
-    if old_inputs is not None and old_inputs != inputs:
+    # the files' contents: the same files found under another path are the same data
+    if old_inputs is not None and sorted(old_inputs.values()) != sorted(inputs.values()):
         raise AutopidError(f"{run_dir}: the run's input files changed since it began; its checkpoints were "
                            "trained on the old data. Give another --out, or remove the directory to start over")
 
