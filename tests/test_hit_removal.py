@@ -26,7 +26,7 @@ from autopid.data import PreprocessedDataset
 from autopid.data.mda import MDADataset
 from autopid.preprocess import preprocess
 from autopid.publish.mda_inputs import events
-from autopid.testing import dataset_for
+from autopid.testing import dataset_for, mda_datasets_three_ways
 
 SIM_DROP = 1 - 0.96 / 0.98  # simulator defaults: hit efficiency Data 0.96, MC 0.98
 
@@ -155,10 +155,7 @@ def test_mc_rows_lose_hits_data_rows_do_not_and_each_event_keeps_its_draws(
 def test_training_and_inference_build_the_same_graphs_of_mc(ams_ds: PreprocessedDataset,
                                                            cal: ChargeCalibration) -> None:
     mc = ams_ds.frame("validation", "mc").head(800).reset_index(drop=True)
-    plain = MDADataset(mc, ams_ds, calibration=fit_charge_calibration(ams_ds, noise_overlay=False, hit_removal=False,
-                                                                      resolution_smearing=False), domain="mc")
-    as_mc = MDADataset(mc, ams_ds, calibration=cal, domain="mc")
-    as_data = MDADataset(mc, ams_ds, calibration=cal, domain="data")
+    plain, as_mc, as_data = mda_datasets_three_ways(mc, ams_ds, cal)
     np.testing.assert_array_equal(as_data.hit, plain.hit)
     lost = plain.hit & ~as_mc.hit
     assert lost.any() and not (as_mc.hit & ~plain.hit).any()

@@ -22,9 +22,9 @@ from autopid.calibration.gains import (
 )
 from autopid.calibration.noise import fit_noise_overlay, poisson_draws, row_keys
 from autopid.data import PreprocessedDataset
-from autopid.data.mda import MDADataset
 from autopid.errors import ConfigError
 from autopid.publish.mda_inputs import events
+from autopid.testing import mda_datasets_three_ways
 
 SIM_EXCESS = 0.2 - 0.1  # Data minus MC noise clusters per layer and side (simulator defaults)
 
@@ -122,10 +122,7 @@ def test_the_overlay_brings_mc_counts_to_data_on_noise_only_rows(ams_ds: Preproc
 
 def test_the_mda_cluster_image_reads_the_overlaid_counts(ams_ds: PreprocessedDataset, cal: ChargeCalibration) -> None:
     mc = ams_ds.frame("validation", "mc").head(500).reset_index(drop=True)
-    plain = MDADataset(mc, ams_ds, calibration=fit_charge_calibration(ams_ds, noise_overlay=False, hit_removal=False,
-                                                                      resolution_smearing=False), domain="mc")
-    as_mc = MDADataset(mc, ams_ds, calibration=cal, domain="mc")
-    as_data = MDADataset(mc, ams_ds, calibration=cal, domain="data")
+    plain, as_mc, as_data = mda_datasets_three_ways(mc, ams_ds, cal)
     np.testing.assert_array_equal(as_data.image, plain.image)
     assert (as_mc.image > plain.image).any() and not (as_mc.image < plain.image).any()
     # the inference path (exports, evaluation of MC) draws the same image as training

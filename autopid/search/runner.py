@@ -406,7 +406,8 @@ def run_search(
     if stall_timeout_s is not None:
         if stall_timeout_s <= 0:
             raise ConfigError(f"stall timeout must be above 0 s, got {stall_timeout_s:g}")
-        space = space.model_copy(update={"budget": space.budget.model_copy(update={"stall_timeout_s": stall_timeout_s})})
+        budget = space.budget.model_copy(update={"stall_timeout_s": stall_timeout_s})
+        space = space.model_copy(update={"budget": budget})
     created = new and not search_dir.exists()
     lock = DirectoryLock(search_dir, "search").acquire()
     set_up = False
@@ -416,8 +417,9 @@ def run_search(
         if new and (search_dir / "search.json").exists():
             raise ConfigError(f"{search_dir}: already holds a search; continue it with --resume {search_dir}, "
                               "or give another --out")
-        if new and (search_dir / SPACE_FILE).exists() and _config_type(search_dir) != "SearchSpace":
-            raise ConfigError(f"{search_dir}: holds a {_config_type(search_dir) or 'config.yaml'} of something "
+        kind = _config_type(search_dir) if new and (search_dir / SPACE_FILE).exists() else "SearchSpace"
+        if kind != "SearchSpace":
+            raise ConfigError(f"{search_dir}: holds a {kind or 'config.yaml'} of something "
                               "else (a training run?), not a search; give another --out")
         _prepare_demo_data(space)
         preps = []

@@ -44,3 +44,17 @@ def write_run_dir(model: object, cfg: object, ds: object, run: str | Path) -> Pa
     (run / "config.yaml").write_text(dump_yaml(cfg))
     (run / "result.json").write_text(json.dumps({"cache": str(ds.path), "cache_key": ds.manifest["key"]}))
     return run
+
+
+def mda_datasets_three_ways(frame: object, ds: object, calibration: object) -> tuple[object, object, object]:
+    """MC rows built as the MDA reads them: gain-calibrated only (no overlay, removal or
+    smearing), with ``calibration`` as MC, and with ``calibration`` as Data (which must
+    leave them as the first)."""
+    from autopid.calibration.gains import fit_charge_calibration
+    from autopid.data.mda import MDADataset
+
+    plain = fit_charge_calibration(ds, noise_overlay=False, hit_removal=False,  # type: ignore[arg-type]
+                                   resolution_smearing=False)
+    return (MDADataset(frame, ds, calibration=plain, domain="mc"),  # type: ignore[arg-type]
+            MDADataset(frame, ds, calibration=calibration, domain="mc"),  # type: ignore[arg-type]
+            MDADataset(frame, ds, calibration=calibration, domain="data"))  # type: ignore[arg-type]
